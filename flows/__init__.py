@@ -1,0 +1,1 @@
+"""Prefect flows that compose the stage functions of tasks/, and the `flywheel` CLI."""

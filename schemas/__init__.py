@@ -1,0 +1,21 @@
+"""The single source of table and column names: one module per lake table."""
+from schemas import candidates, comparisons, evals, models, prompts, scores, selections
+from schemas.base import SchemaError, TableSpec
+
+TABLES: dict[str, TableSpec] = {
+    module.SPEC.name: module.SPEC
+    for module in (prompts, candidates, scores, comparisons, selections, models, evals)
+}
+
+
+def table_spec(name: str) -> TableSpec:
+    """The spec of lake table `name`; raises SchemaError naming an unknown table."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise SchemaError(
+            f"unknown table {name!r} (tables: {', '.join(TABLES)})"
+        ) from None
+
+
+__all__ = ["TABLES", "SchemaError", "TableSpec", "table_spec"]

@@ -1,0 +1,33 @@
+"""evals: one metric value with its bootstrap confidence interval.
+
+Key: (run_id, model_id, split, benchmark, metric, k, scorer). pass@1 is `metric='pass' AND k=1`.
+"""
+import pyarrow as pa
+
+from schemas.base import TableSpec
+
+SPEC = TableSpec(
+    name="evals",
+    version=1,
+    key=("run_id", "model_id", "split", "benchmark", "metric", "k", "scorer"),
+    schema=pa.schema(
+        [
+            pa.field("run_id", pa.string(), nullable=False),
+            pa.field("iteration", pa.int32(), nullable=False),
+            pa.field("model_id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("benchmark", pa.string(), nullable=False),
+            pa.field("metric", pa.string(), nullable=False),
+            pa.field("k", pa.int32(), nullable=False),
+            pa.field("scorer", pa.string()),
+            pa.field("value", pa.float64(), nullable=False),
+            pa.field("ci_low", pa.float64()),
+            pa.field("ci_high", pa.float64()),
+            pa.field("n_problems", pa.int64(), nullable=False),
+        ]
+    ),
+)
+
+# pass@k, avg@n, maj@k, rm@k (best-of-k by `scorer`), greedy accuracy, plus the shares reported
+# apart from accuracy: every step correct, and unparseable answers.
+METRICS = ("pass", "avg", "maj", "rm", "greedy", "all_steps", "unparseable")

@@ -1,0 +1,1 @@
+"""Plain functions for every stage, with thin Prefect @task wrappers. Never imports flows/."""
