@@ -1,0 +1,289 @@
+"""Selection (rejection sampling) policies: declarative, hashed configs.
+
+A policy is a name and a list of steps applied in order to one iteration's scored candidates:
+filters drop candidates or whole prompts, ranking steps reorder each prompt's survivors best first,
+truncation keeps the first m. Steps are a discriminated union on `kind`; unknown keys are errors.
+`tasks.select` holds what each step does; this module only says what a policy is.
+
+    name: rft
+    steps:
+      - {kind: keep_correct}
+      - {kind: pass_rate_band, low: 0.0, high: 1.0}
+      - {kind: dedup, mode: normalised}
+      - {kind: max_per_prompt, m: 4}
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks import ids
+
+Aggregate = Literal["min", "last", "product", "mean"]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+ScorerName = Annotated[str, Field(min_length=1)]
+
+
+class PolicyError(ValueError):
+    """A policy config is invalid; the message is one line naming the key or value."""
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ScoreRef(_Config):
+    """A number per candidate: a scorer's `value`, or an aggregate of its per-step scores."""
+
+    scorer: ScorerName
+    field: Literal["value", "steps"] = "value"
+    aggregate: Aggregate | None = None
+
+    @model_validator(mode="after")
+    def _aggregate_matches_field(self) -> ScoreRef:
+        if self.field == "steps" and self.aggregate is None:
+            raise ValueError(
+                "aggregate (min, last, product or mean) is required when field is 'steps'")
+        if self.field == "value" and self.aggregate is not None:
+            raise ValueError("aggregate is only allowed when field is 'steps'")
+        return self
+
+    def label(self) -> str:
+        """A short readable name, e.g. `orm.value` or `prm.steps.min`."""
+        return f"{self.scorer}.{self.field}" + (f".{self.aggregate}" if self.aggregate else "")
+
+
+class KeepCorrect(_Config):
+    """Keep candidates whose verifier label is 'correct'."""
+
+    kind: Literal["keep_correct"] = "keep_correct"
+    scorer: ScorerName = "verifier"
+
+
+class KeepAllStepsCorrect(_Config):
+    """Keep candidates whose process-level verifier value is 1.0 (every step correct)."""
+
+    kind: Literal["keep_all_steps_correct"] = "keep_all_steps_correct"
+    scorer: ScorerName = "step_verifier"
+
+
+class Threshold(_Config):
+    """Keep candidates whose score is at least `min`; a null score does not pass."""
+
+    kind: Literal["threshold"] = "threshold"
+    score: ScoreRef
+    min: FiniteFloat
+
+
+class PrmMinThreshold(_Config):
+    """Keep candidates whose lowest PRM step score is at least `min`; no step scores do not pass."""
+
+    kind: Literal["prm_min_threshold"] = "prm_min_threshold"
+    scorer: ScorerName = "prm"
+    min: FiniteFloat
+
+
+class BestOfN(_Config):
+    """Keep the single best candidate per prompt by a score (ties to the lower sample_index)."""
+
+    kind: Literal["best_of_n"] = "best_of_n"
+    score: ScoreRef
+
+
+class TopK(_Config):
+    """Keep the k best candidates per prompt by a score (ties to the lower sample_index)."""
+
+    kind: Literal["top_k"] = "top_k"
+    score: ScoreRef
+    k: Annotated[int, Field(ge=1)]
+
+
+class MajorityPseudoLabel(_Config):
+    """Keep candidates whose extracted answer equals their prompt's majority answer.
+
+    The vote runs over all of a prompt's candidates (unparseable answers do not vote), optionally
+    weighted by a score. `referenced` says what happens to prompts that have a reference answer:
+    pass through untouched, drop, or vote like the others.
+    """
+
+    kind: Literal["majority_pseudo_label"] = "majority_pseudo_label"
+    scorer: ScorerName = "verifier"
+    weight: ScoreRef | None = None
+    referenced: Literal["pass", "drop", "vote"] = "pass"
+
+
+class PassRateBand(_Config):
+    """Drop prompts whose verifier solve rate over all their samples is <= low or >= high."""
+
+    kind: Literal["pass_rate_band"] = "pass_rate_band"
+    scorer: ScorerName = "verifier"
+    low: Fraction = 0.0
+    high: Fraction = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PassRateBand:
+        if not self.low < self.high:
+            raise ValueError(f"need low < high, got low={self.low}, high={self.high}")
+        return self
+
+
+class Dedup(_Config):
+    """Within each prompt keep the lowest sample_index of each group of duplicate texts.
+
+    `normalised` compares texts with whitespace runs collapsed and case folded to lower.
+    """
+
+    kind: Literal["dedup"] = "dedup"
+    mode: Literal["exact", "normalised"] = "exact"
+
+
+class MaxPerPrompt(_Config):
+    """Keep at most the first m candidates of each prompt in the current order."""
+
+    kind: Literal["max_per_prompt"] = "max_per_prompt"
+    m: Annotated[int, Field(ge=1)]
+
+
+class PrlWeights(_Config):
+    """Give each kept sample a weight from a PRL score instead of 1.0.
+
+    The weight is the score, clipped to [clip_min, clip_max] when given, then optionally divided
+    by the mean weight of all kept samples (`mean`) or of the prompt's kept samples
+    (`prompt_mean`). Weights are computed over the final kept set wherever the step sits.
+    """
+
+    kind: Literal["prl_weights"] = "prl_weights"
+    score: ScoreRef = ScoreRef(scorer="prl", field="value")
+    clip_min: FiniteFloat | None = None
+    clip_max: FiniteFloat | None = None
+    normalise: Literal["none", "mean", "prompt_mean"] = "none"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PrlWeights:
+        low, high = self.clip_min, self.clip_max
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"need clip_min <= clip_max, got {self.clip_min} > {self.clip_max}")
+        return self
+
+
+Step = Annotated[
+    Union[
+        KeepCorrect, KeepAllStepsCorrect, Threshold, PrmMinThreshold, BestOfN, TopK,
+        MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, PrlWeights,
+    ],
+    Field(discriminator="kind"),
+]
+STEP_KINDS: tuple[str, ...] = tuple(
+    model.model_fields["kind"].default for model in get_args(get_args(Step)[0]))
+
+
+class SelectionPolicy(_Config):
+    """A named list of selection steps applied in order."""
+
+    name: Annotated[str, Field(min_length=1)]
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _one_weighting(self) -> SelectionPolicy:
+        if sum(isinstance(step, PrlWeights) for step in self.steps) > 1:
+            raise ValueError("at most one prl_weights step per policy")
+        return self
+
+
+def canonical(policy: SelectionPolicy) -> dict[str, Any]:
+    """The policy as plain JSON data with every default written out (what the hash covers)."""
+    return policy.model_dump(mode="json")
+
+
+def policy_hash(policy: SelectionPolicy) -> str:
+    """The policy's content id: equal configs hash equal, whatever their key order or defaults."""
+    return ids.policy_hash(canonical(policy))
+
+
+def policy_from_dict(data: Mapping[str, Any]) -> SelectionPolicy:
+    """Build a policy from a mapping; raise PolicyError naming the first unknown key or bad value.
+    """
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"a policy config must be a mapping, got {type(data).__name__}")
+    try:
+        return SelectionPolicy.model_validate(dict(data))
+    except ValidationError as error:
+        raise PolicyError(_describe(error)) from None
+
+
+def policy_from_yaml(text: str) -> SelectionPolicy:
+    """Build a policy from YAML text (a mapping with `name` and `steps`)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PolicyError(f"policy YAML does not parse: {str(error).splitlines()[0]}") from None
+    return policy_from_dict(data)
+
+
+def read_policy(path: str | os.PathLike[str]) -> SelectionPolicy:
+    """Build a policy from a YAML file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise PolicyError(f"cannot read policy file {path}: {error.strerror or error}") from None
+    return policy_from_yaml(text)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line for the first validation error, naming its key path."""
+    first = error.errors()[0]
+    raw = list(first["loc"])
+    # a discriminated union puts the step's kind after its list index; drop it from the path
+    loc = [p for i, p in enumerate(raw)
+           if not (i and isinstance(raw[i - 1], int) and p in STEP_KINDS)]
+    more = error.error_count() - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"policy config: unknown key {loc[-1]!r} in {_path(loc[:-1])}{suffix}"
+    if kind == "missing":
+        return f"policy config: missing key {loc[-1]!r} in {_path(loc[:-1])}{suffix}"
+    if kind == "union_tag_invalid":
+        tag = first["ctx"]["tag"]
+        return (f"policy config: unknown step kind {tag!r} in {_path(loc)} "
+                f"(kinds: {', '.join(STEP_KINDS)}){suffix}")
+    if kind == "union_tag_not_found":
+        return f"policy config: {_path(loc)} has no 'kind'{suffix}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"policy config: {_path(loc)}: {message}{suffix}"
+
+
+def _path(loc: list[Any]) -> str:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    return text or "the policy"
+
+
+PRESETS: dict[str, SelectionPolicy] = {
+    policy.name: policy
+    for policy in (
+        SelectionPolicy(name="keep_correct", steps=[KeepCorrect()]),
+        SelectionPolicy(name="all_steps_correct", steps=[KeepAllStepsCorrect()]),
+        SelectionPolicy(
+            name="rft",
+            steps=[KeepCorrect(), PassRateBand(), Dedup(mode="normalised"), MaxPerPrompt(m=4)],
+        ),
+        SelectionPolicy(
+            name="majority",
+            steps=[MajorityPseudoLabel(), Dedup(mode="normalised"), MaxPerPrompt(m=4)],
+        ),
+    )
+}
+
+
+def preset(name: str) -> SelectionPolicy:
+    """A named built-in policy; raise PolicyError naming an unknown one."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise PolicyError(
+            f"unknown policy preset {name!r} (presets: {', '.join(PRESETS)})") from None

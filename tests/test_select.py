@@ -1,0 +1,478 @@
+"""Selection policies on hand-built lakes: exact kept sets, ranks and weights."""
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from schemas import table_spec
+from schemas.policy import (
+    PRESETS, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
+    PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Threshold,
+    TopK, canonical, policy_from_dict, policy_from_yaml, policy_hash, read_policy,
+)
+from tasks import ids
+from tasks.lake import Lake
+from tasks.select import apply_policy, score_column, scored_candidates, select
+
+MODEL, SAMPLING, SOURCE = "model-0", "sampling-0", "test"
+SCORERS = ("verifier", "step_verifier", "orm", "prm", "prl")
+
+
+def c(text, label, answer, orm, prm, prl, prl_steps, sv):
+    """One candidate spec: its text and every scorer's verdict."""
+    return dict(text=text, label=label, answer=answer, orm=orm, prm=prm, prl=prl,
+                prl_steps=prl_steps, sv=sv)
+
+
+# problem -> (reference answer, candidates in sample_index order)
+WORLD = {
+    "a": ("1", [
+        c("x=1\n#### 1", "correct", "1", 0.2, [0.9, 0.8], 0.5, [0.1, 0.4], 1.0),
+        c("X=1  \n####  1", "correct", "1", 0.9, [0.95, 0.3], 1.5, [0.2, 0.2], 0.0),
+        c("x=2\n#### 2", "incorrect", "2", 0.9, [0.5, 0.6], -1.0, [-0.5, -1.0], 0.0),
+        c("x=1\n#### 1", "correct", "1", 0.5, [0.7, 0.9], 0.5, [0.3, 0.5], 1.0),
+    ]),
+    "b": ("2", [
+        c("b0", "correct", "2", 0.1, [0.6], 0.0, [0.0], 1.0),
+        c("b1", "correct", "2", 0.3, [], 0.0, [0.0], 0.0),
+    ]),
+    "c": ("3", [
+        c("c0", "incorrect", "4", 0.4, [0.2], 0.0, [0.0], 0.0),
+        c("c1", "unparseable", None, 0.4, [0.1], 0.0, [0.0], 0.0),
+    ]),
+    "d": (None, [
+        c("d0", None, None, 0.5, [0.5], 0.0, [0.0], 0.0),
+        c("d1", None, "3", 0.1, [0.5], 0.0, [0.0], 0.0),
+        c("d2", None, "4", 0.4, [0.5], 0.0, [0.0], 0.0),
+        c("d3", None, " 04", 0.4, [0.5], 0.0, [0.0], 0.0),
+        c("d4", None, "3", 0.1, [0.5], 0.0, [0.0], 0.0),
+    ]),
+}
+
+
+# a fifth prompt for the end-to-end pipeline: e3 is e0 after normalising
+EXTRA = {
+    "e": ("5", [
+        c("e0", "correct", "5", 0.3, [0.4], 0.0, [0.0], 1.0),
+        c("e1", "incorrect", "6", 0.8, [0.9], 0.0, [0.0], 0.0),
+        c("e2", "correct", "5", 0.3, [0.4], 0.0, [0.0], 1.0),
+        c("E0 ", "correct", "5", 0.7, [0.6], 0.0, [0.0], 0.0),
+    ]),
+}
+
+
+def pid(problem: str) -> str:
+    return ids.prompt_id(SOURCE, problem)
+
+
+def cid(problem: str, index: int) -> str:
+    return ids.candidate_id(pid(problem), MODEL, SAMPLING, index)
+
+
+def name_of() -> dict[str, str]:
+    """candidate_id -> 'a1' style names, for readable assertions."""
+    return {cid(p, i): f"{p}{i}" for p, (_, cands) in {**WORLD, **EXTRA}.items()
+            for i in range(len(cands))}
+
+
+def score_rows(problem, index, spec, iteration, skip=()):
+    base = dict(candidate_id=cid(problem, index), prompt_id=pid(problem), iteration=iteration,
+                scorer_version="1", detail=None)
+    label = spec["label"]
+    verdict = {"correct": 1.0, "incorrect": 0.0}.get(label)  # unparseable/None: no value
+    verdicts = {
+        "verifier": dict(value=verdict,
+                         label=label, extracted_answer=spec["answer"], step_scores=None),
+        "step_verifier": dict(value=spec["sv"], label=None, extracted_answer=None,
+                              step_scores=None),
+        "orm": dict(value=spec["orm"], label=None, extracted_answer=None, step_scores=None),
+        "prm": dict(value=None, label=None, extracted_answer=None, step_scores=spec["prm"]),
+        "prl": dict(value=spec["prl"], label=None, extracted_answer=None,
+                    step_scores=spec["prl_steps"]),
+    }
+    return {s: {**base, "scorer": s, **v} for s, v in verdicts.items() if s not in skip}
+
+
+def build(lake: Lake, world: dict, iteration: int = 0, skip: dict | None = None) -> None:
+    """Write prompts, candidates and scores; each scorer in its own shard, rows reversed, so
+    only joining by id can line them up."""
+    skip = skip or {}
+    prompts, cands, scores = [], [], {s: [] for s in SCORERS}
+    for problem, (reference, specs) in world.items():
+        prompts.append(dict(prompt_id=pid(problem), iteration=iteration, source=SOURCE,
+                            split="train", problem=problem, reference_answer=reference,
+                            metadata=None))
+        for index, spec in enumerate(specs):
+            cands.append(dict(
+                candidate_id=cid(problem, index), prompt_id=pid(problem), model_id=MODEL,
+                iteration=iteration, sampling_hash=SAMPLING, sample_index=index,
+                text=spec["text"], steps=spec["text"].split("\n"), num_tokens=len(spec["text"]),
+                finish_reason="stop", cumulative_logprob=None, token_ids=None,
+                token_logprobs=None, step_token_ends=None))
+            for scorer, row in score_rows(problem, index, spec, iteration,
+                                          skip.get((problem, index), ())).items():
+                scores[scorer].append(row)
+    lake.write("prompts", prompts, iteration)
+    lake.write("candidates", cands[::-1], iteration)
+    for scorer, rows in scores.items():
+        if rows:
+            lake.write("scores", rows[::-1], iteration, shard=f"scores-{scorer}")
+
+
+
+@pytest.fixture
+def frame(lake: Lake) -> pa.Table:
+    build(lake, WORLD)
+    return scored_candidates(lake, 0)
+
+
+def kept(rows: list[dict]) -> list[tuple[str, int]]:
+    """(name, rank) of each kept row, in output order."""
+    names = name_of()
+    return [(names[r["candidate_id"]], r["rank"]) for r in rows]
+
+
+def run(frame, *steps, name="p") -> list[tuple[str, int]]:
+    return kept(apply_policy(frame, SelectionPolicy(name=name, steps=list(steps))))
+
+
+def order(names: list[str]) -> list[str]:
+    """Names sorted the way apply_policy orders prompts (by prompt_id)."""
+    return sorted(names, key=lambda n: pid(n[0]))
+
+
+def by_prompt(expected: dict[str, list[str]]) -> list[tuple[str, int]]:
+    """Expected output: prompts in prompt_id order, each prompt's names ranked as listed."""
+    out = []
+    for problem in sorted(expected, key=pid):
+        out += [(n, rank) for rank, n in enumerate(expected[problem])]
+    return out
+
+
+# -- the frame ---------------------------------------------------------------------------------
+def test_scored_candidates_joins_every_scorer_by_id(frame):
+    assert frame.num_rows == 13
+    expected = ["candidate_id", "prompt_id", "iteration", "sample_index", "text", "steps",
+                "reference_answer"]
+    for scorer in sorted(SCORERS):
+        expected += [score_column(scorer, f)
+                     for f in ("version", "value", "label", "answer", "steps")]
+    assert frame.column_names == expected
+    rows = {r["candidate_id"]: r for r in frame.to_pylist()}
+    a2 = rows[cid("a", 2)]
+    assert (a2["text"], a2["reference_answer"], a2["sample_index"]) == ("x=2\n#### 2", "1", 2)
+    assert (a2["verifier__label"], a2["verifier__answer"], a2["verifier__value"]) == (
+        "incorrect", "2", 0.0)
+    assert (a2["orm__value"], a2["prm__steps"], a2["prl__value"], a2["prl__steps"]) == (
+        0.9, [0.5, 0.6], -1.0, [-0.5, -1.0])
+    assert rows[cid("d", 3)]["reference_answer"] is None
+    assert rows[cid("d", 3)]["verifier__answer"] == " 04"
+    keys = [(r["prompt_id"], r["sample_index"]) for r in frame.to_pylist()]
+    assert keys == sorted(keys)
+
+
+def test_scored_candidates_reads_one_iteration_and_chosen_scorers(lake):
+    build(lake, WORLD)
+    build(lake, {"z": ("9", [WORLD["b"][1][0]])}, iteration=1)
+    one = scored_candidates(lake, 1, scorers=["orm"])
+    assert one.column("candidate_id").to_pylist() == [cid("z", 0)]
+    assert [n for n in one.column_names if "__" in n] == [
+        "orm__version", "orm__value", "orm__label", "orm__answer", "orm__steps"]
+    with pytest.raises(ValueError, match="scorer 'judge' has no scores for iteration 0"):
+        scored_candidates(lake, 0, scorers=["judge"])
+
+
+def test_a_duplicate_score_row_is_an_error(lake):
+    build(lake, WORLD)
+    dup = score_rows("b", 1, WORLD["b"][1][1], 0)["orm"]
+    lake.write("scores", [dup], 0, shard="again")
+    message = f"candidate {cid('b', 1)} has more than one 'orm' score row"
+    with pytest.raises(ValueError, match=message):
+        scored_candidates(lake, 0)
+
+
+def test_a_candidate_without_its_prompt_is_an_error(lake):
+    build(lake, WORLD)
+    orphan = lake.read("candidates", 0).slice(0, 1).to_pylist()[0]
+    orphan.update(prompt_id="nope", candidate_id="orphan")
+    lake.write("candidates", [orphan], 0, shard="orphan")
+    message = "candidate orphan: prompt nope is not in the prompts table"
+    with pytest.raises(ValueError, match=message):
+        scored_candidates(lake, 0)
+
+
+# -- one step at a time ------------------------------------------------------------------------
+def test_keep_correct(frame):
+    assert run(frame, KeepCorrect()) == by_prompt({"a": ["a0", "a1", "a3"], "b": ["b0", "b1"]})
+
+
+def test_keep_all_steps_correct(frame):
+    assert run(frame, KeepAllStepsCorrect()) == by_prompt({"a": ["a0", "a3"], "b": ["b0"]})
+
+
+def test_threshold_on_a_value(frame):
+    got = run(frame, Threshold(score=ScoreRef(scorer="orm"), min=0.4))
+    assert got == by_prompt({"a": ["a1", "a2", "a3"], "c": ["c0", "c1"], "d": ["d0", "d2", "d3"]})
+
+
+def test_threshold_on_aggregated_steps(frame):
+    ref = ScoreRef(scorer="prm", field="steps", aggregate="mean")
+    # means: a 0.85 0.625 0.55 0.8; b0 0.6; b1 has no steps (null never passes)
+    assert run(frame, Threshold(score=ref, min=0.6)) == by_prompt(
+        {"a": ["a0", "a1", "a3"], "b": ["b0"]})
+
+
+def test_prm_min_threshold(frame):
+    assert run(frame, PrmMinThreshold(min=0.6)) == by_prompt({"a": ["a0", "a3"], "b": ["b0"]})
+
+
+def test_best_of_n_ties_go_to_the_lower_sample_index(frame):
+    got = run(frame, BestOfN(score=ScoreRef(scorer="orm")))
+    assert got == by_prompt({"a": ["a1"], "b": ["b1"], "c": ["c0"], "d": ["d0"]})
+
+
+def test_top_k_ranks_best_first(frame):
+    got = run(frame, TopK(score=ScoreRef(scorer="orm"), k=2))
+    assert got == by_prompt({"a": ["a1", "a2"], "b": ["b1", "b0"], "c": ["c0", "c1"],
+                             "d": ["d0", "d2"]})
+    last = ScoreRef(scorer="prm", field="steps", aggregate="last")
+    got = run(frame, TopK(score=last, k=3))
+    assert got == by_prompt({"a": ["a3", "a0", "a2"], "b": ["b0"], "c": ["c0", "c1"],
+                             "d": ["d0", "d1", "d2"]})
+
+
+def test_majority_pseudo_label_on_prompts_without_reference(frame):
+    # d votes: 3 (d1, d4) against 4 (d2, " 04" d3): a tie, so the earlier first occurrence wins
+    assert run(frame, MajorityPseudoLabel()) == by_prompt({
+        "a": ["a0", "a1", "a2", "a3"], "b": ["b0", "b1"], "c": ["c0", "c1"], "d": ["d1", "d4"]})
+    assert run(frame, MajorityPseudoLabel(referenced="drop")) == by_prompt({"d": ["d1", "d4"]})
+    assert run(frame, MajorityPseudoLabel(referenced="vote")) == by_prompt({
+        "a": ["a0", "a1", "a3"], "b": ["b0", "b1"], "c": ["c0"], "d": ["d1", "d4"]})
+
+
+def test_majority_pseudo_label_weighted_by_a_score(frame):
+    step = MajorityPseudoLabel(referenced="drop", weight=ScoreRef(scorer="orm"))
+    assert run(frame, step) == by_prompt({"d": ["d2", "d3"]})  # 4: 0.8 against 3: 0.2
+
+
+def test_majority_votes_over_all_samples_not_just_survivors(frame):
+    # after max_per_prompt(2) only d0, d1 survive; the vote over all five still says "3"
+    vote = MajorityPseudoLabel(referenced="drop", weight=ScoreRef(scorer="orm"))
+    steps = [MaxPerPrompt(m=2), vote]
+    assert run(frame, *steps) == []
+    assert run(frame, MaxPerPrompt(m=3), steps[1]) == by_prompt({"d": ["d2"]})
+
+
+def test_pass_rate_band(frame):
+    # solve rates over all samples: a 0.75, b 1.0, c 0.0, d 0.0
+    assert run(frame, PassRateBand()) == by_prompt({"a": ["a0", "a1", "a2", "a3"]})
+    assert run(frame, PassRateBand(low=0.75)) == []
+    assert run(frame, PassRateBand(high=0.75)) == []
+    assert run(frame, PassRateBand(low=0.5, high=1.0)) == by_prompt({"a": ["a0", "a1", "a2", "a3"]})
+
+
+def test_pass_rate_band_counts_samples_dropped_by_earlier_steps(frame):
+    # keep_correct leaves only correct a's; a's rate is still 3/4, b's still 1
+    assert run(frame, KeepCorrect(), PassRateBand()) == by_prompt({"a": ["a0", "a1", "a3"]})
+
+
+def test_dedup_exact_and_normalised(frame):
+    a_only = PassRateBand()
+    assert run(frame, a_only, Dedup(mode="exact")) == by_prompt({"a": ["a0", "a1", "a2"]})
+    assert run(frame, a_only, Dedup(mode="normalised")) == by_prompt({"a": ["a0", "a2"]})
+
+
+def test_dedup_keeps_the_lowest_sample_index_in_the_current_ranking(frame):
+    # orm ranking of a: a1, a2, a3, a0; a0/a1/a3 are one normalised text, a0 is kept
+    steps = [PassRateBand(), TopK(score=ScoreRef(scorer="orm"), k=4), Dedup(mode="normalised")]
+    assert run(frame, *steps) == by_prompt({"a": ["a2", "a0"]})
+
+
+def test_max_per_prompt(frame):
+    assert run(frame, MaxPerPrompt(m=1)) == by_prompt({"a": ["a0"], "b": ["b0"], "c": ["c0"],
+                                                       "d": ["d0"]})
+    assert run(frame, KeepCorrect(), MaxPerPrompt(m=2)) == by_prompt(
+        {"a": ["a0", "a1"], "b": ["b0", "b1"]})
+
+
+def weights(frame, *steps) -> dict[str, float]:
+    names = name_of()
+    rows = apply_policy(frame, SelectionPolicy(name="w", steps=list(steps)))
+    return {names[r["candidate_id"]]: r["weight"] for r in rows}
+
+
+def test_weight_is_one_without_prl_weights(frame):
+    assert weights(frame, KeepCorrect()) == {"a0": 1.0, "a1": 1.0, "a3": 1.0, "b0": 1.0, "b1": 1.0}
+
+
+def test_prl_weights(frame):
+    assert weights(frame, KeepCorrect(), PrlWeights()) == {
+        "a0": 0.5, "a1": 1.5, "a3": 0.5, "b0": 0.0, "b1": 0.0}
+    assert weights(frame, KeepCorrect(), PrlWeights(normalise="mean")) == {
+        "a0": 1.0, "a1": 3.0, "a3": 1.0, "b0": 0.0, "b1": 0.0}
+    steps_last = ScoreRef(scorer="prl", field="steps", aggregate="last")
+    assert weights(frame, KeepCorrect(), PrlWeights(score=steps_last, clip_max=0.45)) == {
+        "a0": 0.4, "a1": 0.2, "a3": 0.45, "b0": 0.0, "b1": 0.0}
+    got = weights(frame, PrlWeights(clip_min=0.25, normalise="prompt_mean"), KeepCorrect())
+    assert got == pytest.approx({"a0": 0.6, "a1": 1.8, "a3": 0.6, "b0": 1.0, "b1": 1.0})
+
+
+def test_prl_weights_refuse_a_zero_mean(frame):
+    with pytest.raises(ValueError, match="prompt .* mean weight is 0.0"):
+        weights(frame, KeepCorrect(), PrlWeights(normalise="prompt_mean"))
+
+
+# -- errors ------------------------------------------------------------------------------------
+def test_an_absent_scorer_is_named_with_its_step(lake):
+    build(lake, WORLD)
+    frame = scored_candidates(lake, 0, scorers=["verifier", "orm"])
+    policy = SelectionPolicy(name="needs-prm", steps=[KeepCorrect(), PrmMinThreshold(min=0.5)])
+    with pytest.raises(ValueError, match=r"step 1 \(prm_min_threshold\) needs scorer 'prm', "
+                                         r"which is absent \(scorers present: orm, verifier\)"):
+        apply_policy(frame, policy)
+
+
+def test_a_candidate_without_a_score_row_is_named(lake):
+    build(lake, WORLD, skip={("c", 1): ("orm",)})
+    frame = scored_candidates(lake, 0)
+    assert frame.num_rows == 13
+    with pytest.raises(ValueError, match=f"candidate {cid('c', 1)} has no 'orm' score"):
+        run(frame, Threshold(score=ScoreRef(scorer="orm"), min=0.0))
+
+
+def test_nan_scores_name_the_candidate(lake):
+    world = {**WORLD, "b": ("2", [WORLD["b"][1][0], c("b1", "correct", "2", math.nan,
+                                                       [0.5, math.nan], 0.0, [0.0], 0.0)])}
+    build(lake, world)
+    frame = scored_candidates(lake, 0)
+    with pytest.raises(ValueError, match=f"candidate {cid('b', 1)} has a non-finite 'orm' value"):
+        run(frame, BestOfN(score=ScoreRef(scorer="orm")))
+    with pytest.raises(ValueError, match=f"candidate {cid('b', 1)} 'prm' steps: step score 1"):
+        run(frame, PrmMinThreshold(min=0.1))
+
+
+def test_duplicate_candidates_in_a_frame_are_an_error(frame):
+    rows = frame.to_pylist()
+    message = f"candidate {rows[0]['candidate_id']} appears more than once"
+    with pytest.raises(ValueError, match=message):
+        apply_policy(rows + rows[:1], PRESETS["keep_correct"])
+
+
+def test_apply_policy_takes_a_plain_row_list():
+    rows = [dict(candidate_id=f"k{i}", prompt_id="p", iteration=3, sample_index=i,
+                 orm__value=v) for i, v in enumerate([0.1, 0.7, 0.7, 0.2])]
+    policy = SelectionPolicy(name="top2", steps=[TopK(score=ScoreRef(scorer="orm"), k=2)])
+    got = apply_policy(rows, policy)
+    digest = policy_hash(policy)
+    assert got == [
+        dict(candidate_id="k1", prompt_id="p", iteration=3, policy_name="top2",
+             policy_hash=digest, rank=0, weight=1.0),
+        dict(candidate_id="k2", prompt_id="p", iteration=3, policy_name="top2",
+             policy_hash=digest, rank=1, weight=1.0),
+    ]
+    table_spec("selections").from_rows(got)  # exactly the table's columns and types
+
+
+# -- policy configs ----------------------------------------------------------------------------
+def test_policy_hash_ignores_key_order_and_explicit_defaults(tmp_path):
+    implicit = policy_from_dict({"name": "rft", "steps": [
+        {"kind": "keep_correct"}, {"kind": "pass_rate_band"},
+        {"kind": "dedup", "mode": "normalised"}, {"m": 4, "kind": "max_per_prompt"}]})
+    explicit = policy_from_dict({"steps": [
+        {"scorer": "verifier", "kind": "keep_correct"},
+        {"kind": "pass_rate_band", "high": 1, "low": 0.0, "scorer": "verifier"},
+        {"mode": "normalised", "kind": "dedup"}, {"kind": "max_per_prompt", "m": 4}],
+        "name": "rft"})
+    path = tmp_path / "rft.yaml"
+    path.write_text("name: rft\nsteps:\n  - kind: keep_correct\n  - {kind: pass_rate_band}\n"
+                    "  - {kind: dedup, mode: normalised}\n  - {kind: max_per_prompt, m: 4}\n")
+    assert implicit == explicit == read_policy(path) == PRESETS["rft"]
+    assert policy_hash(implicit) == policy_hash(explicit) == policy_hash(PRESETS["rft"])
+    assert policy_hash(PRESETS["rft"]) == "31930ca9fc2cf287"  # pinned: selections depend on it
+    changed = policy_from_dict({**canonical(implicit), "steps": canonical(implicit)["steps"][:3]
+                                + [{"kind": "max_per_prompt", "m": 5}]})
+    assert policy_hash(changed) != policy_hash(implicit)
+    assert policy_from_dict(canonical(changed)) == changed
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"name": "x", "steps": [{"kind": "keep_correct", "scorr": "v"}]},
+     r"unknown key 'scorr' in steps\[0\]$"),
+    ({"name": "x", "steps": [{"kind": "dedup"}], "extra": 1}, "unknown key 'extra' in the policy"),
+    ({"name": "x", "steps": [{"kind": "top_k", "k": 2, "score": {"scorer": "orm", "agg": "min"}}]},
+     r"unknown key 'agg' in steps\[0\].score"),
+    ({"name": "x", "steps": [{"kind": "best_of_5"}]}, "unknown step kind 'best_of_5'"),
+    ({"name": "x", "steps": [{"kind": "threshold", "min": 0.5,
+                              "score": {"scorer": "prm", "field": "steps"}}]},
+     "aggregate .* is required when field is 'steps'"),
+    ({"name": "x", "steps": [{"kind": "top_k", "k": 0, "score": {"scorer": "orm"}}]},
+     r"steps\[0\].k: Input should be greater than or equal to 1"),
+    ({"name": "x", "steps": [{"kind": "pass_rate_band", "low": 0.6, "high": 0.4}]},
+     "need low < high"),
+    ({"name": "x", "steps": []}, "steps: List should have at least 1 item"),
+    ({"steps": [{"kind": "dedup"}]}, "missing key 'name' in the policy"),
+    ({"name": "x", "steps": [{"kind": "prl_weights"}, {"kind": "prl_weights"}]},
+     "at most one prl_weights step"),
+])
+def test_bad_configs_are_named(config, message):
+    with pytest.raises(PolicyError, match=message):
+        policy_from_dict(config)
+
+
+def test_yaml_that_is_not_a_mapping_is_an_error():
+    with pytest.raises(PolicyError, match="must be a mapping, got list"):
+        policy_from_yaml("- kind: dedup\n")
+
+
+# -- against the lake --------------------------------------------------------------------------
+def test_full_pipeline_end_to_end_and_idempotent(lake):
+    build(lake, {**WORLD, **EXTRA})
+    policy = policy_from_yaml("""
+        name: rft-2
+        steps:
+          - kind: keep_correct
+          - kind: pass_rate_band
+          - {kind: dedup, mode: normalised}
+          - {kind: max_per_prompt, m: 2}
+    """)
+    # keep_correct: a0 a1 a3 b0 b1 e0 e2 e3; band drops b (rate 1); dedup: a1 a3 copy a0, e3 e0
+    expected = by_prompt({"a": ["a0"], "e": ["e0", "e2"]})
+    first = select(lake, 0, policy)
+    assert (first.candidates, first.prompts, first.kept, first.prompts_kept) == (17, 5, 3, 2)
+    assert first.policy_hash == policy_hash(policy)
+    stored = lake.read("selections", 0)
+    stored_rows = sorted(stored.to_pylist(), key=lambda r: (r["prompt_id"], r["rank"]))
+    assert kept(stored_rows) == expected
+    assert {(r["policy_name"], r["policy_hash"], r["iteration"], r["weight"])
+            for r in stored_rows} == {("rft-2", policy_hash(policy), 0, 1.0)}
+    assert lake.file_metadata(first.path)["policy_hash"] == policy_hash(policy)
+
+    again = select(lake, 0, policy)
+    assert again == first
+    assert lake.shards("selections", 0) == [first.path]
+    assert lake.read("selections", 0).num_rows == 3
+
+    other = select(lake, 0, PRESETS["keep_correct"])
+    assert other.kept == 8
+    assert len(lake.shards("selections", 0)) == 2
+    assert lake.read("selections", 0).num_rows == 11
+
+
+def test_a_rerun_that_keeps_nothing_removes_the_old_selection(lake):
+    build(lake, WORLD)
+    result = select(lake, 0, PRESETS["keep_correct"])
+    assert result.kept == 5 and result.path.exists()
+    wrong = [{**row, "label": "incorrect", "value": 0.0}
+             for row in lake.read("scores", 0).to_pylist() if row["scorer"] == "verifier"]
+    lake.write("scores", wrong, 0, shard="scores-verifier")  # replaces the verifier shard
+    rerun = select(lake, 0, PRESETS["keep_correct"])
+    assert (rerun.kept, rerun.prompts_kept, rerun.path) == (0, 0, None)
+    assert lake.read("selections", 0).num_rows == 0
+
+
+def test_select_on_an_empty_iteration_is_an_error(lake):
+    build(lake, WORLD)
+    with pytest.raises(ValueError, match="no candidates in iteration 4"):
+        select(lake, 4, PRESETS["keep_correct"])
