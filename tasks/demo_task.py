@@ -14,8 +14,8 @@ OPS = ("+", "-", "*")
 SOURCE = "demo-arith"
 ANSWER_PREFIX = "#### "
 PROMPT_TEMPLATE = "Q: {problem}\n"
-_TERM = re.compile(r"([+\-*])(\d+)\)?")
-_STEP = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$")
+_TERM = re.compile(r"([+\-*])(\d+)\)?", re.ASCII)
+_STEP = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def random_chain(rng: random.Random, config: ChainConfig) -> Chain:
 def parse_problem(problem: str) -> Chain:
     """Parse a problem text produced by `Chain.problem` back into a Chain (no eval)."""
     text = problem.strip().replace("(", "")
-    match = re.match(r"^(\d+)", text)
+    match = re.match(r"^(\d+)", text, re.ASCII)
     if not match:
         raise ValueError(f"not a demo arithmetic problem: {problem!r}")
     rest = text[match.end():]

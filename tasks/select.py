@@ -61,7 +61,8 @@ def _ident(name: str) -> str:
 
 
 PROMPTS_ONE_ROW_SQL = """
-    SELECT prompt_id, any_value(problem) AS problem, any_value(reference_answer) AS reference_answer
+    SELECT prompt_id, any_value(problem) AS problem, any_value(reference_answer) AS reference_answer,
+           any_value(split) AS split
     FROM prompts GROUP BY prompt_id"""
 
 
@@ -76,8 +77,10 @@ def check_prompts(con: Any) -> None:
         raise ValueError(f"prompt {bad[0]} has rows that disagree on problem or reference_answer")
 
 
-def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None = None) -> pa.Table:
-    """One row per candidate of `iteration` with its prompt's reference and its scores.
+def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None = None,
+                      split: str | None = "train") -> pa.Table:
+    """One row per candidate of `iteration` (of prompts in `split`; None: every split) with its
+    prompt's reference and its scores. Evaluation candidates never reach selection by default.
 
     Columns: candidate_id, prompt_id, iteration, sample_index, text, steps, reference_answer, and
     per scorer s (all scorers with rows for these candidates, or `scorers`): s__version,
@@ -124,9 +127,9 @@ def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None 
         params.append(name)
     sql = (f"SELECT {', '.join(columns)} FROM candidates c "
            f"JOIN ({PROMPTS_ONE_ROW_SQL}) p ON p.prompt_id = c.prompt_id "
-           f"{' '.join(joins)} WHERE c.iteration = ? "
+           f"{' '.join(joins)} WHERE c.iteration = ? {'' if split is None else 'AND p.split = ?'} "
            f"ORDER BY c.prompt_id, c.sample_index, c.candidate_id")
-    return con.execute(sql, [*params, it]).to_arrow_table()
+    return con.execute(sql, [*params, it, *([] if split is None else [split])]).to_arrow_table()
 
 
 # -- reading scores off a row ------------------------------------------------------------------

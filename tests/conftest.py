@@ -6,9 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# Before any library import reads them: no hub, a small CPU KV cache, a quiet Prefect.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from tasks.lake import Lake
+import pytest  # noqa: E402
+
+from tasks.lake import Lake  # noqa: E402
+from tests.model_fixtures import tiny_model_dir, vllm_backend  # noqa: F401  (session fixtures)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,165 @@
+"""Bootstrap: make the embedded default — the demo task's prompts and a tiny pretrained base model.
+
+The base model is pretrained on worked solutions of the `pretrain` problems only; the `train`
+prompts (reference answers, never solutions) feed self-improvement; the `eval` prompts are held
+out from both. The model folder loads in transformers and vLLM like any hub model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, task
+
+from schemas.bootstrap import BootstrapConfig
+from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
+from tasks import ids
+from tasks.demo_task import PROMPT_TEMPLATE, ChainConfig, make_splits
+from tasks.finetune import Example, TrainConfig, train, write_model_card
+from tasks.generate import HFBackend
+from tasks.lake import Lake
+from tasks.metrics import pass_at_k
+from tasks.prompts import demo_prompt_rows, write_prompts
+from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
+from tasks.verify import extract_answer
+
+logger = logging.getLogger("flywheel.bootstrap")
+
+
+@dataclass
+class BootstrapResult:
+    """Where the base model is and how good it came out."""
+
+    path: Path
+    model_id: str
+    reused: bool
+    card: dict
+
+
+def config_hash(config: BootstrapConfig) -> str:
+    """The hash that names a bootstrap configuration (a saved model with it is reused)."""
+    return ids.content_hash("bootstrap", config.model_dump())
+
+
+def demo_accuracy(backend: HFBackend, chains, samples: int, temperature: float) -> dict:
+    """Held-out greedy accuracy, avg@n and pass@n of a model on demo chains."""
+    fmt = PromptFormat(template=PROMPT_TEMPLATE)
+    prompts = [fmt.template.replace("{problem}", c.problem) for c in chains]
+    seeds = list(range(len(prompts)))
+
+    def correct_counts(sampling: SamplingConfig) -> list[int]:
+        outputs = backend.generate(prompts, sampling, seeds)
+        return [sum(extract_answer(o.text, ("hash",)) == str(c.answer) for o in outs)
+                for c, outs in zip(chains, outputs)]
+
+    greedy = correct_counts(SamplingConfig(n=1, temperature=0.0, max_tokens=64))
+    sampled = correct_counts(SamplingConfig(n=samples, temperature=temperature, max_tokens=64, seed=1))
+    n = len(chains)
+    return {
+        "problems": n,
+        "greedy_accuracy": sum(greedy) / n,
+        f"avg@{samples}": sum(sampled) / (n * samples),
+        f"pass@{samples}": sum(pass_at_k(samples, c, samples) for c in sampled) / n,
+        "sampling_temperature": temperature,
+    }
+
+
+def pretrain_base_model(config: BootstrapConfig, output: Path) -> dict:
+    """Pretrain the tiny model on worked solutions and save it (atomically) with its card."""
+    task_cfg, pre = config.task, config.pretrain
+    chain_cfg = ChainConfig(task_cfg.min_steps, task_cfg.max_steps, task_cfg.min_operand, task_cfg.max_operand)
+    splits = make_splits(task_cfg.n_pretrain, task_cfg.n_train, task_cfg.n_eval, task_cfg.seed, chain_cfg)
+    tokenizer = build_tokenizer()
+    shape = TinyModelConfig(pre.hidden_size, pre.num_layers, pre.num_heads, pre.intermediate_size)
+    model = build_model(tokenizer, shape, pre.seed)
+    examples = [Example(PROMPT_TEMPLATE.format(problem=c.problem), c.solution) for c in splits.pretrain]
+    logger.info("pretraining %d parameters on %d worked solutions for %d steps",
+                sum(p.numel() for p in model.parameters()), len(examples), pre.steps)
+    result = train(model, tokenizer, examples, TrainConfig(
+        max_steps=pre.steps, batch_size=pre.batch_size, learning_rate=pre.learning_rate,
+        warmup_steps=pre.warmup_steps, seed=pre.seed, device="cpu", log_every=50))
+
+    staging = output.with_name(f".{output.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    t0 = time.perf_counter()
+    backend = HFBackend(staging, EngineConfig(backend="hf", hf_batch_size=512))
+    accuracy = demo_accuracy(backend, splits.eval, config.eval_samples, config.eval_temperature)
+    backend.close()
+    weights_hash = ids.content_hash("weights", *(
+        __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in sorted(staging.glob("*.safetensors"))))
+    card = {
+        "model_id": f"base-{weights_hash}",
+        "kind": "base",
+        "bootstrap_config_hash": config_hash(config),
+        "config": config.model_dump(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train": result.summary(),
+        "held_out": accuracy,
+        "eval_seconds": time.perf_counter() - t0,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_model_card(staging, "Flywheel tiny base model (demo arithmetic)", card)
+    shutil.rmtree(output, ignore_errors=True)
+    staging.rename(output)
+    return card
+
+
+@task(name="bootstrap-model")
+def bootstrap_model_task(config: BootstrapConfig, force: bool = False) -> tuple[str, dict, bool]:
+    """Prefect task: reuse the saved base model when its config matches, else pretrain it."""
+    output = Path(config.output).resolve()
+    card_path = output / "flywheel_card.json"
+    if card_path.is_file() and not force:
+        card = json.loads(card_path.read_text())
+        if card.get("bootstrap_config_hash") == config_hash(config):
+            logger.info("reusing base model %s at %s", card["model_id"], output)
+            return str(output), card, True
+    return str(output), pretrain_base_model(config, output), False
+
+
+@task(name="write-demo-prompts")
+def write_demo_prompts_task(config: BootstrapConfig, lake_root: str) -> dict:
+    """Prefect task: write the demo's train and eval prompts to the lake (idempotent)."""
+    t = config.task
+    chain_cfg = ChainConfig(t.min_steps, t.max_steps, t.min_operand, t.max_operand)
+    splits = make_splits(t.n_pretrain, t.n_train, t.n_eval, t.seed, chain_cfg)
+    return write_prompts(Lake(lake_root), demo_prompt_rows(splits))
+
+
+@task(name="register-base-model")
+def register_base_model_task(lake_root: str, path: str, card: dict) -> None:
+    """Prefect task: the base model's lineage row (iteration 0, no parent)."""
+    lake = Lake(lake_root)
+    if (card["model_id"],) in lake.existing_keys("models"):
+        return
+    lake.write("models", [{
+        "model_id": card["model_id"], "parent_id": None, "iteration": 0, "path": path,
+        "selection_hash": None, "num_examples": card["config"]["task"]["n_pretrain"],
+        "train_steps": card["train"]["steps"], "train_loss": card["train"]["mean_loss_last_10pct"],
+        "train_seconds": card["train"]["seconds"],
+        "created_at": datetime.fromisoformat(card["created_at"]),
+        "metrics": json.dumps(card["held_out"]),
+    }], iteration=0, shard=f"model-{card['model_id']}")
+
+
+@flow(name="bootstrap", log_prints=True)
+def bootstrap_flow(config: BootstrapConfig = BootstrapConfig(), lake_root: str = "data/lake",
+                   force: bool = False) -> dict:
+    """Make the demo prompts and the tiny base model; returns the model card."""
+    path, card, reused = bootstrap_model_task(config, force)
+    prompts = write_demo_prompts_task(config, lake_root)
+    register_base_model_task(lake_root, path, card)
+    held = card["held_out"]
+    print(f"base model {card['model_id']} at {path} ({'reused' if reused else 'trained'}): "
+          f"greedy {held['greedy_accuracy']:.1%}, "
+          + ", ".join(f"{k} {v:.1%}" for k, v in held.items() if "@" in k)
+          + f"; prompts written {prompts['written']}")
+    return {"path": path, "reused": reused, **card}

