@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -57,6 +58,105 @@ def cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_loop_config(path: str, lake: str | None):
+    from schemas.config import load_config
+    from schemas.loop import LoopConfig
+
+    config = load_config(path, LoopConfig)
+    return config.model_copy(update={"lake": lake}) if lake else config
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Make the demo prompts and the tiny base model (reused unless --force)."""
+    from flows.bootstrap import bootstrap_flow
+    from schemas.bootstrap import BootstrapConfig
+    from schemas.config import load_config
+
+    config = load_config(args.config, BootstrapConfig) if args.config else BootstrapConfig()
+    if args.output:
+        config = config.model_copy(update={"output": args.output})
+    if args.steps:
+        config = config.model_copy(update={"pretrain": config.pretrain.model_copy(update={"steps": args.steps})})
+    card = bootstrap_flow(config, args.lake, args.force)
+    print(json.dumps({"path": card["path"], "model_id": card["model_id"], "reused": card["reused"],
+                      "held_out": card["held_out"]}, indent=2))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Sample candidates from a model for the prompts of one split."""
+    from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
+    from tasks.generate import LazyBackend, generate_candidates, model_id_for
+    from tasks.sql import connect
+
+    sampling = SamplingConfig(n=args.n, temperature=args.temperature, max_tokens=args.max_tokens,
+                              seed=args.seed)
+    engine = EngineConfig(backend=args.backend, base_url=args.base_url)
+    lake = Lake(args.lake)
+    lake.require_exists()
+    prompts = connect(lake).execute(
+        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
+        [args.split]).fetch_arrow_table().to_pylist()
+    if args.limit:
+        prompts = prompts[: args.limit]
+    if not prompts:
+        raise CommandError(f"no prompts with split {args.split!r} in the lake at {lake.root}")
+    backend = LazyBackend(args.model, engine)
+    try:
+        report = generate_candidates(lake, backend, prompts, model_id=model_id_for(args.model),
+                                     iteration=args.iteration, sampling=sampling,
+                                     fmt=PromptFormat(template=args.template), chunk_size=args.chunk_size)
+    finally:
+        backend.close()
+    print(json.dumps(report.__dict__, indent=2))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Run one scorer over an iteration's candidates (resuming)."""
+    from tasks.score import load_candidates, make_scorer, score_candidates
+
+    lake = Lake(args.lake)
+    lake.require_exists()
+    options = {"mode": args.mode} if args.scorer == "verifier" else {}
+    scorer = make_scorer(args.scorer, **options)
+    try:
+        candidates = load_candidates(lake, args.iteration, prompt_split=args.split)
+        if not candidates:
+            raise CommandError(f"no candidates in iteration {args.iteration} to score")
+        report = score_candidates(lake, scorer, candidates, args.iteration)
+    finally:
+        scorer.close()
+    print(json.dumps(report.__dict__, indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The loop: bootstrap if configured, then R rounds."""
+    from flows.self_improve import self_improve_flow
+
+    summary = self_improve_flow(_load_loop_config(args.config, args.lake_override))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_iterate(args: argparse.Namespace) -> int:
+    """One round of the loop by hand."""
+    from flows.iteration import iteration_flow
+
+    print(json.dumps(iteration_flow(_load_loop_config(args.config, args.lake_override), args.iteration), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate one model folder on the eval split."""
+    from flows.evaluation import evaluation_flow
+
+    config = _load_loop_config(args.config, args.lake_override) if args.config else None
+    print(json.dumps(evaluation_flow(args.model, config, args.lake, args.run_id, args.iteration), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
@@ -71,13 +171,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     views = sub.add_parser("views", help="write <lake>/views.sql for `duckdb -init` and print its path")
     views.set_defaults(func=cmd_views)
+
+    boot = sub.add_parser("bootstrap", help="make the demo prompts and the tiny base model")
+    boot.add_argument("--config", help="YAML BootstrapConfig (default: built-in demo settings)")
+    boot.add_argument("--output", help="model folder (default data/models/base)")
+    boot.add_argument("--steps", type=int, help="pretraining steps (overrides the config)")
+    boot.add_argument("--force", action="store_true", help="retrain even if a matching model exists")
+    boot.set_defaults(func=cmd_bootstrap)
+
+    gen = sub.add_parser("generate", help="sample n candidates per prompt of a split")
+    gen.add_argument("--model", required=True, help="local model folder")
+    gen.add_argument("--split", default="train", help="prompt split (default train)")
+    gen.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--iteration", type=int, default=0)
+    gen.add_argument("--limit", type=int, help="only the first N prompts (by prompt_id)")
+    gen.add_argument("--chunk-size", type=int, default=512, help="prompts per shard")
+    gen.add_argument("--backend", choices=["vllm", "hf", "openai"], default="vllm")
+    gen.add_argument("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
+    gen.add_argument("--template", default="Q: {problem}\n", help="prompt template with {problem}")
+    gen.set_defaults(func=cmd_generate)
+
+    score = sub.add_parser("score", help="run one scorer over an iteration's candidates")
+    score.add_argument("--scorer", required=True, help="scorer name (verifier, step_verifier, ...)")
+    score.add_argument("--iteration", type=int, default=0)
+    score.add_argument("--split", help="only candidates of prompts in this split")
+    score.add_argument("--mode", default="exact", choices=["exact", "math"], help="verifier comparison")
+    score.set_defaults(func=cmd_score)
+
+    run = sub.add_parser("run", help="run the self-improvement loop from a YAML config")
+    run.add_argument("--config", required=True)
+    run.set_defaults(func=cmd_run)
+
+    iterate = sub.add_parser("iterate", help="run one round of the loop by hand")
+    iterate.add_argument("--config", required=True)
+    iterate.add_argument("--iteration", type=int, required=True)
+    iterate.set_defaults(func=cmd_iterate)
+
+    ev = sub.add_parser("eval", help="evaluate a model folder on the eval split")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--config", help="YAML LoopConfig for evaluation settings (default: demo)")
+    ev.add_argument("--run-id", default="manual-eval")
+    ev.add_argument("--iteration", type=int, default=0)
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flywheel` console command; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # --lake given explicitly overrides the lake of a loop config
+    args.lake_override = args.lake if "--lake" in argv else None
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -26,7 +26,7 @@ class PretrainConfig(Strict):
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
-    steps: int = Field(300, ge=1)
+    steps: int = Field(300, ge=1)  # ~110 s here; gives ~17% greedy, ~11% avg@8, ~45% pass@8
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(20, ge=0)

@@ -219,3 +219,73 @@ def write_model_card(folder: Path, title: str, sections: dict) -> Path:
     card = folder / "flywheel_card.json"
     card.write_text(json.dumps(sections, indent=2, default=str), encoding="utf-8")
     return card
+
+
+def selected_examples(lake, iteration: int, policy_hash: str, model_id: str) -> list[dict]:
+    """Kept samples of one selection: candidate id, weight, completion text and problem."""
+    from tasks.sql import connect
+
+    return connect(lake).execute(
+        """SELECT s.candidate_id, s.weight, c.text, p.problem
+           FROM selections s JOIN candidates c USING (candidate_id) JOIN prompts p ON p.prompt_id = c.prompt_id
+           WHERE s.iteration = ? AND s.policy_hash = ? AND c.model_id = ?
+           ORDER BY s.candidate_id""", [iteration, policy_hash, model_id]).fetch_arrow_table().to_pylist()
+
+
+def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
+                          start_model_id: str, output: Path, stage, fmt) -> tuple[Path, str, bool]:
+    """Train the next model on a selection and register it; reuse it when the inputs match.
+
+    The model id is a hash of its inputs (start model, kept samples and weights, settings), so a
+    rerun finds the finished checkpoint instead of training again. Returns (path, model_id, reused).
+    """
+    from datetime import datetime, timezone
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks import ids
+    from tasks.generate import format_prompt
+
+    rows = selected_examples(lake, iteration, policy_hash, source_model_id)
+    if not rows:
+        raise ValueError(f"selection {policy_hash} kept no samples in iteration {iteration}: nothing to finetune on")
+    input_hash = ids.content_hash("finetune", start_model_id, [(r["candidate_id"], r["weight"]) for r in rows],
+                                  stage.model_dump(), fmt.model_dump())
+    model_id = f"ft-{input_hash}"
+    output = Path(output)
+    card_path = output / "flywheel_card.json"
+    if card_path.is_file() and json.loads(card_path.read_text()).get("model_id") == model_id:
+        return output.resolve(), model_id, True
+
+    tokenizer = AutoTokenizer.from_pretrained(start_path)
+    model = AutoModelForCausalLM.from_pretrained(start_path)
+    examples = [Example(format_prompt(r["problem"], fmt, tokenizer), r["text"],
+                        float(r["weight"]) if stage.use_weights else 1.0) for r in rows]
+    config = TrainConfig(epochs=stage.epochs, batch_size=stage.batch_size, learning_rate=stage.learning_rate,
+                         warmup_steps=stage.warmup_steps, max_length=stage.max_length, seed=stage.seed)
+    result = train(model, tokenizer, examples, config)
+    staging = output.with_name(f".{output.name}.staging")
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    card = {
+        "model_id": model_id, "kind": "finetuned", "parent_id": source_model_id, "start_model_id": start_model_id,
+        "iteration": iteration + 1, "selection_hash": policy_hash, "examples": len(examples),
+        "train": result.summary(), "finetune": stage.model_dump(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_model_card(staging, f"Flywheel checkpoint, iteration {iteration + 1}", card)
+    shutil.rmtree(output, ignore_errors=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(output)
+    lake.write("models", [{
+        "model_id": model_id, "parent_id": source_model_id, "iteration": iteration + 1,
+        "path": str(output.resolve()), "selection_hash": policy_hash, "num_examples": len(examples),
+        "train_steps": result.steps, "train_loss": result.mean_loss_last_10pct,
+        "train_seconds": result.seconds, "created_at": datetime.fromisoformat(card["created_at"]),
+        "metrics": json.dumps(result.summary()),
+    }], iteration=iteration + 1, shard=f"model-{model_id}")
+    return output.resolve(), model_id, False

@@ -323,6 +323,50 @@ def start_backend(model_path: str | os.PathLike[str] | None, engine: EngineConfi
     return BACKENDS[engine.backend](model_path, engine)
 
 
+class LazyBackend:
+    """A backend that starts on first use, so a stage with nothing to do never starts an engine.
+
+    `starts` counts engine starts in this process (tests assert on it).
+    """
+
+    starts = 0
+
+    def __init__(self, model_path: str | os.PathLike[str] | None, engine: EngineConfig) -> None:
+        if engine.backend != "openai":
+            model_path = check_model_folder(model_path)
+        self.model_path, self.engine = model_path, engine
+        self.name = engine.backend
+        self._backend: GenerationBackend | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the engine is running."""
+        return self._backend is not None
+
+    def get(self) -> GenerationBackend:
+        """The running backend, starting it if needed."""
+        if self._backend is None:
+            LazyBackend.starts += 1
+            self._backend = BACKENDS[self.engine.backend](self.model_path, self.engine)
+        return self._backend
+
+    @property
+    def tokenizer(self) -> Any:
+        """The engine's tokenizer (starts the engine)."""
+        return getattr(self.get(), "tokenizer", None)
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+                 seeds: Sequence[int]) -> list[list[Completion]]:
+        """Generate through the (started) backend."""
+        return self.get().generate(prompts, sampling, seeds)
+
+    def close(self) -> None:
+        """Stop the engine if it was started."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+
 # -- the stage ------------------------------------------------------------------------------------
 @dataclass
 class GenerateReport:
@@ -425,7 +469,8 @@ def generate_candidates(
     chunks = [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     written = skipped = tokens = 0
     engine_seconds = 0.0
-    tokenizer = getattr(backend, "tokenizer", None)
+    # A lazily started backend starts only when a chunk needs it (plain prompts need no tokenizer).
+    tokenizer = getattr(backend, "tokenizer", None) if fmt.kind == "chat" else None
     for number, chunk in enumerate(chunks):
         wanted = {ids.candidate_id(p["prompt_id"], model_id, s_hash, i) for p in chunk for i in range(sampling.n)}
         if wanted <= existing:
@@ -438,6 +483,7 @@ def generate_candidates(
         t0 = time.perf_counter()
         outputs = backend.generate(texts, sampling, seeds)
         engine_seconds += time.perf_counter() - t0
+        tokenizer = getattr(backend, "tokenizer", None)
         if len(outputs) != len(chunk):
             raise GenerationError(f"backend returned {len(outputs)} results for {len(chunk)} prompts")
         rows = []

@@ -78,7 +78,7 @@ def check_prompts(con: Any) -> None:
 
 
 def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None = None,
-                      split: str | None = "train") -> pa.Table:
+                      split: str | None = "train", model_id: str | None = None) -> pa.Table:
     """One row per candidate of `iteration` (of prompts in `split`; None: every split) with its
     prompt's reference and its scores. Evaluation candidates never reach selection by default.
 
@@ -88,7 +88,8 @@ def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None 
     Rows are ordered by prompt_id, sample_index. Duplicate candidates or score rows, candidates
     whose prompt is missing, and requested scorers with no rows are errors.
     """
-    con = connect(lake)
+    # only one model's candidates when runs share a lake
+    con = connect(lake, filters=None if model_id is None else {"candidates": {"model_id": model_id}})
     it = int(iteration)
     dup = con.execute("""SELECT candidate_id FROM candidates WHERE iteration = ?
         GROUP BY candidate_id HAVING count(*) > 1 ORDER BY 1 LIMIT 1""", [it]).fetchone()
@@ -451,13 +452,14 @@ def selection_shard(policy: SelectionPolicy) -> str:
     return f"policy-{policy_hash(policy)}"
 
 
-def select(lake: Lake, iteration: int, policy: SelectionPolicy) -> SelectionResult:
+def select(lake: Lake, iteration: int, policy: SelectionPolicy,
+           model_id: str | None = None) -> SelectionResult:
     """Apply `policy` to the iteration's scored candidates and write the kept rows to the lake.
 
     Rerunning the same policy replaces its shard (no duplicate rows); a run that keeps nothing
     removes a shard an earlier run of the same policy left. No candidates is an error.
     """
-    frame = scored_candidates(lake, iteration)
+    frame = scored_candidates(lake, iteration, model_id=model_id)
     if frame.num_rows == 0:
         raise ValueError(f"no candidates in iteration {iteration} to select from")
     rows = apply_policy(frame, policy)

@@ -42,15 +42,24 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def table_view_sql(lake: Lake, table: str) -> str:
-    """CREATE VIEW for one table: its shards with hive partitioning, or a typed empty relation."""
+def table_view_sql(lake: Lake, table: str, equals: dict[str, str] | None = None) -> str:
+    """CREATE VIEW for one table: its shards with hive partitioning, or a typed empty relation.
+
+    `equals` restricts the view to rows whose columns equal the given strings.
+    """
     spec = TABLES[table]
+    where = ""
+    if equals:
+        for column in equals:
+            if column not in spec.columns:
+                raise ValueError(f"table {table!r} has no column {column!r} to filter on")
+        where = " WHERE " + " AND ".join(f"{c} = {_quote(v)}" for c, v in equals.items())
     if lake.shards(table):
         source = (
             f"read_parquet({_quote(lake.glob(table))}, hive_partitioning=true, "
             f"union_by_name=true, hive_types={{'{PARTITION}': INTEGER}})"
         )
-        return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {source};"
+        return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {source}{where};"
     columns = ", ".join(
         f"CAST(NULL AS {duckdb_type(f.type)}) AS {f.name}" for f in spec.schema
     )
@@ -94,10 +103,10 @@ CONVENIENCE_VIEWS = {
 }
 
 
-def views_sql(lake: Lake) -> str:
-    """The full script: one view per table, then the convenience views."""
+def views_sql(lake: Lake, filters: dict[str, dict[str, str]] | None = None) -> str:
+    """The full script: one view per table (optionally filtered), then the convenience views."""
     lines = [f"-- Flywheel views over the lake at {lake.root} (written by flywheel; do not edit)"]
-    lines += [table_view_sql(lake, table) for table in TABLES]
+    lines += [table_view_sql(lake, table, (filters or {}).get(table)) for table in TABLES]
     lines += [
         f"CREATE OR REPLACE VIEW {name} AS {' '.join(body.split())};"
         for name, body in CONVENIENCE_VIEWS.items()
@@ -115,14 +124,15 @@ def write_views_file(lake: Lake) -> Path:
     return target
 
 
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every lake view defined."""
+def connect(lake: Lake, filters: dict[str, dict[str, str]] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every lake view defined.
+
+    `filters` maps a table to column values its view is restricted to, e.g.
+    `{"candidates": {"model_id": "m1"}}` for one model's candidates.
+    """
     lake.require_exists()
     con = duckdb.connect()
-    con.execute(views_sql(lake))
+    con.execute(views_sql(lake, filters))
     return con
 
 
-def query(lake: Lake, sql: str) -> duckdb.DuckDBPyRelation | None:
-    """Run `sql` against the lake's views and return the result relation (None for statements)."""
-    return connect(lake).sql(sql)

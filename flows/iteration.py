@@ -1,0 +1,255 @@
+"""One iteration of the loop as a Prefect flow: generate → score → select → finetune → evaluate.
+
+Round k starts from model M_k (M_0 is the base model). It evaluates M_k on the eval split (once),
+samples candidates from M_k on train prompts, scores and selects them, finetunes M_{k+1} on what
+was kept, and evaluates M_{k+1}. Every stage's output is keyed by content hashes of its inputs, so
+the lake is the cache: a finished stage is skipped without starting an engine, and a crashed stage
+redoes only what is missing. The engine over M_{k+1} stays up for the next round.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from schemas.loop import LoopConfig
+from schemas.policy import policy_hash
+from tasks import ids
+from tasks.evaluate import EVAL_SPLIT, evaluate_model
+from tasks.finetune import finetune_on_selection
+from tasks.generate import LazyBackend, generate_candidates, model_id_for
+from tasks.lake import Lake
+from tasks.score import StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
+from tasks.select import select
+from tasks.sql import connect
+
+logger = logging.getLogger("flywheel.iteration")
+
+
+@dataclass
+class ModelRef:
+    """A checkpoint of the run: its folder and id."""
+
+    path: str
+    model_id: str
+
+
+@dataclass
+class RoundResult:
+    """What one round did, with wall seconds per stage (0 when a stage was already done)."""
+
+    iteration: int
+    model_in: ModelRef
+    model_out: ModelRef
+    prompts: int = 0
+    candidates: int = 0
+    kept: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    evals: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _log():
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow run
+        return logger
+
+
+def round_model_dir(config: LoopConfig, iteration: int) -> Path:
+    """Folder of the run's model M_iteration (iteration >= 1)."""
+    return Path(config.models_dir) / config.run_id / f"iter-{iteration}"
+
+
+def model_for_round(config: LoopConfig, iteration: int) -> ModelRef:
+    """M_iteration of this run: the base model for 0, else the checkpoint the previous round made."""
+    path = Path(config.base_model) if iteration == 0 else round_model_dir(config, iteration)
+    if not (path / "config.json").is_file():
+        hint = "run `flywheel bootstrap` first" if iteration == 0 else f"run iteration {iteration - 1} first"
+        raise FileNotFoundError(f"model for iteration {iteration} not found at {path}: {hint}")
+    return ModelRef(str(path.resolve()), model_id_for(path))
+
+
+def train_prompts(lake: Lake, config: LoopConfig, iteration: int) -> list[dict]:
+    """This round's train prompts: all of them, or a rotating slice of `prompts_per_round`."""
+    rows = connect(lake).execute(
+        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = 'train' "
+        "ORDER BY prompt_id").fetch_arrow_table().to_pylist()
+    if not rows:
+        raise ValueError(f"no train prompts in the lake at {lake.root}")
+    per_round = config.generation.prompts_per_round
+    if per_round is None or per_round >= len(rows):
+        return rows
+    start = (iteration * per_round) % len(rows)
+    return (rows + rows)[start:start + per_round]
+
+
+def eval_prompts(lake: Lake) -> list[dict]:
+    """Every eval-split prompt."""
+    rows = connect(lake).execute(
+        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
+        [EVAL_SPLIT]).fetch_arrow_table().to_pylist()
+    if not rows:
+        raise ValueError(f"no eval prompts in the lake at {lake.root}")
+    return rows
+
+
+def make_scorers(config: LoopConfig) -> list[Any]:
+    """The rule scorers every candidate gets."""
+    s = config.scoring
+    scorers: list[Any] = [VerifierScorer(s.verifier_mode, s.extractors, s.timeout_s, s.workers)]
+    if s.step_verifier:
+        scorers.append(StepVerifierScorer())
+    return scorers
+
+
+def _evaluated(lake: Lake, run_id: str, model_id: str, iteration: int) -> dict[str, float] | None:
+    rows = connect(lake).execute(
+        "SELECT metric, k, scorer, value FROM evals WHERE run_id = ? AND model_id = ? AND iteration = ?",
+        [run_id, model_id, iteration]).fetchall()
+    if not rows:
+        return None
+    return {f"{m}@{k}" + (f"[{s}]" if s else ""): v for m, k, s, v in rows}
+
+
+@task(name="evaluate")
+def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict[str, float]:
+    """Evaluate a model on the eval split, unless this run already has its evals rows."""
+    lake = Lake(config.lake)
+    done = _evaluated(lake, config.run_id, model.model_id, iteration)
+    if done is not None:
+        _log().info("evaluate %s: already done", model.model_id)
+        return done
+    scorers = make_scorers(config)
+    try:
+        summary = evaluate_model(
+            lake, engine, scorers, eval_prompts(lake), run_id=config.run_id, model_id=model.model_id,
+            iteration=iteration, sampling=config.evaluation.sampling, fmt=config.generation.format,
+            ks=config.evaluation.ks, benchmark=config.evaluation.benchmark,
+            rm_scorers=config.evaluation.rm_scorers, chunk_size=config.generation.chunk_size)
+    finally:
+        for scorer in scorers:
+            scorer.close()
+    v = summary.values
+    _log().info("evaluate %s: pass@1 %.3f, pass@%d %.3f, greedy %.3f", model.model_id, v["pass@1"],
+                config.evaluation.sampling.n, v.get(f"pass@{config.evaluation.sampling.n}", float("nan")),
+                v["greedy@1"])
+    return v
+
+
+@task(name="generate")
+def generate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict:
+    """Sample candidates from the model on this round's train prompts (resuming)."""
+    lake = Lake(config.lake)
+    prompts = train_prompts(lake, config, iteration)
+    g = config.generation
+    report = generate_candidates(lake, engine, prompts, model_id=model.model_id, iteration=iteration,
+                                 sampling=g.sampling, fmt=g.format, chunk_size=g.chunk_size,
+                                 step_separator=g.step_separator)
+    _log().info("generate: %d prompts, %d candidates written, %d/%d chunks already done, %.1f s",
+                report.prompts, report.candidates_written, report.chunks_skipped, report.chunks_total,
+                report.seconds)
+    return {"prompts": report.prompts, "written": report.candidates_written,
+            "candidates": report.prompts * g.sampling.n, "tokens": report.tokens}
+
+
+@task(name="score")
+def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
+    """Run every rule scorer on the model's candidates of this iteration (resuming)."""
+    lake = Lake(config.lake)
+    candidates = load_candidates(lake, iteration, model_id=model.model_id, prompt_split="train")
+    out = {}
+    for scorer in make_scorers(config):
+        try:
+            report = score_candidates(lake, scorer, candidates, iteration)
+        finally:
+            scorer.close()
+        out[scorer.name] = report.labels
+        _log().info("score %s: %d scored, %d already scored, labels %s", scorer.name, report.scored,
+                    report.skipped, json.dumps(report.labels))
+    return out
+
+
+@task(name="select")
+def select_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
+    """Apply the selection policy to the model's scored candidates of this iteration."""
+    result = select(Lake(config.lake), iteration, config.selection, model_id=model.model_id)
+    _log().info("select %s: kept %d of %d candidates (%d of %d prompts)", config.selection.name,
+                result.kept, result.candidates, result.prompts_kept, result.prompts)
+    return {"kept": result.kept, "candidates": result.candidates, "policy_hash": result.policy_hash}
+
+
+@task(name="finetune")
+def finetune_task(config: LoopConfig, model: ModelRef, iteration: int) -> ModelRef:
+    """Finetune M_{k+1} on the kept samples (reused when the same inputs already made it)."""
+    lake = Lake(config.lake)
+    start = model if config.finetune.start_from == "previous" else model_for_round(config, 0)
+    out = round_model_dir(config, iteration + 1)
+    path, model_id, reused = finetune_on_selection(
+        lake, iteration=iteration, source_model_id=model.model_id, policy_hash=policy_hash(config.selection),
+        start_path=start.path, start_model_id=start.model_id, output=out, stage=config.finetune,
+        fmt=config.generation.format)
+    _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
+    return ModelRef(str(path), model_id)
+
+
+def run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None = None,
+                  keep_engine: bool = False) -> tuple[RoundResult, LazyBackend | None]:
+    """Round `iteration` (tasks of the current flow run); returns the result and, if asked,
+    the still-running engine over the new model for the next round."""
+    model = model_for_round(config, iteration)
+    if engine is None or engine.model_path != Path(model.path):
+        if engine is not None:
+            engine.close()
+        engine = LazyBackend(model.path, config.generation.engine)
+    result = RoundResult(iteration=iteration, model_in=model, model_out=model)
+
+    def timed(name: str, fn, *args):
+        t0 = time.perf_counter()
+        value = fn(*args)
+        result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - t0
+        return value
+
+    result.evals[model.model_id] = timed("evaluate", evaluate_task, config, engine, model, iteration)
+    gen = timed("generate", generate_task, config, engine, model, iteration)
+    result.prompts, result.candidates = gen["prompts"], gen["candidates"]
+    engine.close()  # free the engine's memory before training
+    timed("score", score_task, config, model, iteration)
+    result.kept = timed("select", select_task, config, model, iteration)["kept"]
+    new_model = timed("finetune", finetune_task, config, model, iteration)
+    result.model_out = new_model
+    next_engine = LazyBackend(new_model.path, config.generation.engine)
+    result.evals[new_model.model_id] = timed("evaluate_next", evaluate_task, config, next_engine,
+                                             new_model, iteration + 1)
+    if not keep_engine:
+        next_engine.close()
+        next_engine = None
+    return result, next_engine
+
+
+@flow(name="flywheel-iteration", log_prints=True)
+def iteration_flow(config: LoopConfig, iteration: int = 0) -> dict:
+    """One round of the loop by hand: evaluate M_k, generate, score, select, finetune, evaluate M_{k+1}."""
+    result, _ = run_iteration(config, iteration)
+    return summarise_round(result)
+
+
+def summarise_round(result: RoundResult) -> dict:
+    """A JSON-ready summary of a round."""
+    return {
+        "iteration": result.iteration, "model_in": result.model_in.model_id,
+        "model_out": result.model_out.model_id, "prompts": result.prompts,
+        "candidates": result.candidates, "kept": result.kept,
+        "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+        "pass@1_in": result.evals[result.model_in.model_id].get("pass@1"),
+        "pass@1_out": result.evals[result.model_out.model_id].get("pass@1"),
+    }
+
+
+def content_key(*parts: Any) -> str:
+    """A content hash for cache keys built from configs and ids."""
+    return ids.content_hash(*parts)
