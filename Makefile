@@ -32,8 +32,15 @@ setup-gpu:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -e '.[gpu,dev]'
 
+FW := $(VENV)/bin/flywheel
+
+# The main job on the embedded default: bootstrap the tiny model and demo prompts, three rounds
+# keeping all-steps-correct samples, the same budget keeping answer-correct samples, the report.
 demo: setup
-	$(VENV)/bin/flywheel sql "SELECT * FROM table_rows ORDER BY table_name, iteration"
+	$(FW) demo
+	@echo "try:"
+	@echo "  $(FW) sql \"SELECT run_id, iteration, value FROM evals WHERE metric = 'pass' AND k = 1 ORDER BY 1, 2\""
+	@echo "  $(FW) sql \"SELECT * FROM iteration_yield\""
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -157,6 +157,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the run report (markdown + plots) and publish it as a Prefect artifact."""
+    from flows.report import report_flow
+
+    Lake(args.lake).require_exists()
+    print(report_flow(args.lake, args.run or None))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Bootstrap, the demo loops and their report, in one flow run."""
+    from flows.demo import DEMO_CONFIGS, demo_flow
+
+    result = demo_flow(args.config or list(DEMO_CONFIGS), args.lake_override)
+    for run in result["runs"]:
+        rounds = run["rounds"]
+        print(f"{run['run_id']}: pass@1 {rounds[0]['pass@1_in']:.3f} -> {rounds[-1]['pass@1_out']:.3f} "
+              f"after {len(rounds)} round(s)")
+    print(f"demo finished in {result['seconds']:.0f} s; report: {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
@@ -216,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run-id", default="manual-eval")
     ev.add_argument("--iteration", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
+
+    demo = sub.add_parser("demo", help="bootstrap, the demo loops and the report in one flow run")
+    demo.add_argument("--config", action="append", help="loop config (repeatable; default: the two demo configs)")
+    demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="write data/reports/<run>/report.md with plots")
+    report.add_argument("--run", action="append", help="run id (repeat to compare runs; default: all)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -19,10 +19,9 @@ from prefect import flow, get_run_logger, task
 
 from schemas.loop import LoopConfig
 from schemas.policy import policy_hash
-from tasks import ids
 from tasks.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.finetune import finetune_on_selection
-from tasks.generate import LazyBackend, generate_candidates, model_id_for
+from tasks.generate import LazyBackend, generate_candidates, generation_hash, model_id_for
 from tasks.lake import Lake
 from tasks.score import StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
 from tasks.select import select
@@ -98,6 +97,12 @@ def eval_prompts(lake: Lake) -> list[dict]:
     return rows
 
 
+def round_sampling_hash(config: LoopConfig) -> str:
+    """The generation hash of the round's train candidates (with model_id, it names a round's set)."""
+    g = config.generation
+    return generation_hash(g.sampling, g.format, g.step_separator)
+
+
 def make_scorers(config: LoopConfig) -> list[Any]:
     """The rule scorers every candidate gets."""
     s = config.scoring
@@ -161,7 +166,8 @@ def generate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iter
 def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     """Run every rule scorer on the model's candidates of this iteration (resuming)."""
     lake = Lake(config.lake)
-    candidates = load_candidates(lake, iteration, model_id=model.model_id, prompt_split="train")
+    candidates = load_candidates(lake, iteration, model_id=model.model_id, prompt_split="train",
+                                 sampling_hash=round_sampling_hash(config))
     out = {}
     for scorer in make_scorers(config):
         try:
@@ -177,7 +183,8 @@ def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
 @task(name="select")
 def select_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
-    result = select(Lake(config.lake), iteration, config.selection, model_id=model.model_id)
+    result = select(Lake(config.lake), iteration, config.selection, model_id=model.model_id,
+                    sampling_hash=round_sampling_hash(config))
     _log().info("select %s: kept %d of %d candidates (%d of %d prompts)", config.selection.name,
                 result.kept, result.candidates, result.prompts_kept, result.prompts)
     return {"kept": result.kept, "candidates": result.candidates, "policy_hash": result.policy_hash}
@@ -192,7 +199,7 @@ def finetune_task(config: LoopConfig, model: ModelRef, iteration: int) -> ModelR
     path, model_id, reused = finetune_on_selection(
         lake, iteration=iteration, source_model_id=model.model_id, policy_hash=policy_hash(config.selection),
         start_path=start.path, start_model_id=start.model_id, output=out, stage=config.finetune,
-        fmt=config.generation.format)
+        fmt=config.generation.format, sampling_hash=round_sampling_hash(config))
     _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
     return ModelRef(str(path), model_id)
 
@@ -249,7 +256,3 @@ def summarise_round(result: RoundResult) -> dict:
         "pass@1_out": result.evals[result.model_out.model_id].get("pass@1"),
     }
 
-
-def content_key(*parts: Any) -> str:
-    """A content hash for cache keys built from configs and ids."""
-    return ids.content_hash(*parts)

