@@ -96,7 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     lake.require_exists()
     prompts = connect(lake).execute(
         "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
-        [args.split]).fetch_arrow_table().to_pylist()
+        [args.split]).to_arrow_table().to_pylist()
     if args.limit:
         prompts = prompts[: args.limit]
     if not prompts:
@@ -118,7 +118,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     lake = Lake(args.lake)
     lake.require_exists()
-    options = {"mode": args.mode} if args.scorer == "verifier" else {}
+    options: dict = {"mode": args.mode} if args.scorer == "verifier" else {}
+    if args.scorer == "prl":
+        if not args.reference:
+            raise CommandError("scorer 'prl' needs --reference (the base model folder)")
+        options = {"lake": lake, "iteration": args.iteration, "reference_path": args.reference, "eta": args.eta}
     scorer = make_scorer(args.scorer, **options)
     try:
         candidates = load_candidates(lake, args.iteration, prompt_split=args.split)
@@ -179,6 +183,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    """Load prompt sources (YAML PromptSourceConfig files) into the prompts table."""
+    from schemas.prompt_source import PromptSourceConfig
+    from tasks.prompts import load_prompt_sources
+
+    lake = Lake(args.lake)
+    configs = [PromptSourceConfig.from_yaml(path) for path in args.source]
+    print(json.dumps(load_prompt_sources(lake, configs), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
@@ -201,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--force", action="store_true", help="retrain even if a matching model exists")
     boot.set_defaults(func=cmd_bootstrap)
 
+    prompts = sub.add_parser("prompts", help="load prompt sources (YAML files) into the prompts table")
+    prompts.add_argument("source", nargs="+", help="prompt source config file(s)")
+    prompts.set_defaults(func=cmd_prompts)
+
     gen = sub.add_parser("generate", help="sample n candidates per prompt of a split")
     gen.add_argument("--model", required=True, help="local model folder")
     gen.add_argument("--split", default="train", help="prompt split (default train)")
@@ -221,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--iteration", type=int, default=0)
     score.add_argument("--split", help="only candidates of prompts in this split")
     score.add_argument("--mode", default="exact", choices=["exact", "math"], help="verifier comparison")
+    score.add_argument("--reference", help="prl: the reference (base) model folder")
+    score.add_argument("--eta", type=float, default=1.0, help="prl: eta (beta = 1/eta)")
     score.set_defaults(func=cmd_score)
 
     run = sub.add_parser("run", help="run the self-improvement loop from a YAML config")

@@ -23,7 +23,7 @@ from tasks.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.finetune import finetune_on_selection
 from tasks.generate import LazyBackend, generate_candidates, generation_hash, model_id_for
 from tasks.lake import Lake
-from tasks.score import StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
+from tasks.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
 from tasks.select import select
 from tasks.sql import connect
 
@@ -77,7 +77,7 @@ def train_prompts(lake: Lake, config: LoopConfig, iteration: int) -> list[dict]:
     """This round's train prompts: all of them, or a rotating slice of `prompts_per_round`."""
     rows = connect(lake).execute(
         "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = 'train' "
-        "ORDER BY prompt_id").fetch_arrow_table().to_pylist()
+        "ORDER BY prompt_id").to_arrow_table().to_pylist()
     if not rows:
         raise ValueError(f"no train prompts in the lake at {lake.root}")
     per_round = config.generation.prompts_per_round
@@ -91,7 +91,7 @@ def eval_prompts(lake: Lake) -> list[dict]:
     """Every eval-split prompt."""
     rows = connect(lake).execute(
         "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
-        [EVAL_SPLIT]).fetch_arrow_table().to_pylist()
+        [EVAL_SPLIT]).to_arrow_table().to_pylist()
     if not rows:
         raise ValueError(f"no eval prompts in the lake at {lake.root}")
     return rows
@@ -169,7 +169,11 @@ def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     candidates = load_candidates(lake, iteration, model_id=model.model_id, prompt_split="train",
                                  sampling_hash=round_sampling_hash(config))
     out = {}
-    for scorer in make_scorers(config):
+    scorers = make_scorers(config)
+    if config.scoring.prl_eta is not None:  # after the verifier: PRL reads its outcome rewards
+        scorers.append(PRLScorer(lake, iteration, config.base_model, config.scoring.prl_eta,
+                                 config.generation.format))
+    for scorer in scorers:
         try:
             report = score_candidates(lake, scorer, candidates, iteration)
         finally:

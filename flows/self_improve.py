@@ -14,6 +14,8 @@ from prefect import flow, get_run_logger
 from flows.bootstrap import bootstrap_flow
 from flows.iteration import RoundResult, run_iteration, summarise_round
 from schemas.loop import LoopConfig
+from tasks.lake import Lake
+from tasks.prompts import load_prompt_sources
 
 
 def should_stop(config: LoopConfig, previous: float | None, current: float | None) -> bool:
@@ -34,6 +36,9 @@ def self_improve_flow(config: LoopConfig) -> dict:
     log = get_run_logger()
     if config.bootstrap is not None:
         bootstrap_flow(config.bootstrap, config.lake)
+    if config.prompt_sources:
+        counts = load_prompt_sources(Lake(config.lake), config.prompt_sources)
+        log.info("prompts: %s", json.dumps(counts))
     summaries: list[dict] = []
     engine = None
     results: list[RoundResult] = []

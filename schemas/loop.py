@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from schemas.bootstrap import BootstrapConfig
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
 from schemas.policy import SelectionPolicy, preset
+from schemas.prompt_source import PromptSourceConfig
 
 
 class GenerationStage(Strict):
@@ -76,6 +77,7 @@ class LoopConfig(Strict):
     models_dir: str = "data/models"
     base_model: str = "data/models/base"
     bootstrap: BootstrapConfig | None = None  # make the demo base model and prompts first
+    prompt_sources: list[PromptSourceConfig] = []  # loaded into the prompts table before round 0
     rounds: int = Field(3, ge=1)
     early_stop: EarlyStop = EarlyStop()
     generation: GenerationStage = GenerationStage()

@@ -48,7 +48,7 @@ def score_map(lake: Lake, iteration: int, scorer: str) -> dict[str, dict]:
     """scores rows of one scorer in one iteration, by candidate_id."""
     rows = connect(lake).execute(
         "SELECT candidate_id, value, label, extracted_answer FROM scores WHERE iteration = ? AND scorer = ?",
-        [iteration, scorer]).fetch_arrow_table().to_pylist()
+        [iteration, scorer]).to_arrow_table().to_pylist()
     return {r["candidate_id"]: r for r in rows}
 
 

@@ -232,7 +232,7 @@ def selected_examples(lake, iteration: int, policy_hash: str, model_id: str,
            WHERE s.iteration = ? AND s.policy_hash = ? AND c.model_id = ?
              AND (? IS NULL OR c.sampling_hash = ?)
            ORDER BY s.candidate_id""", [iteration, policy_hash, model_id, sampling_hash, sampling_hash]
-    ).fetch_arrow_table().to_pylist()
+    ).to_arrow_table().to_pylist()
 
 
 def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,

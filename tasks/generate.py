@@ -291,15 +291,41 @@ class OpenAIBackend:
         self.client = httpx.Client(timeout=engine.request_timeout_s)
         self.tokenizer = None
 
+    @staticmethod
+    def _one_line(text: str, limit: int = 300) -> str:
+        """Text with its whitespace collapsed, cut to `limit` characters."""
+        flat = " ".join(text.split())
+        return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+    @classmethod
+    def _error_detail(cls, response: Any) -> str:
+        """The server's error message (OpenAI error JSON when it is one), in one line."""
+        try:
+            payload = response.json()
+        except ValueError:
+            return cls._one_line(response.text) or "(empty body)"
+        error = payload.get("error") if isinstance(payload, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return cls._one_line(str(message if message else payload))
+
     def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> list[Completion]:
+        """One completions request for one prompt: its n completions, in choice order."""
+        import httpx
+
         body = {"model": self.model, "prompt": prompt, "n": sampling.n, "max_tokens": sampling.max_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed,
                 "return_token_ids": True}
         if sampling.logprobs:
             body["logprobs"] = 1
-        response = self.client.post(f"{self.base_url}/completions", json=body)
+        url = f"{self.base_url}/completions"
+        try:
+            response = self.client.post(url, json=body)
+        except httpx.HTTPError as error:  # refused, timed out, cut off: one line naming the URL
+            raise GenerationError(f"cannot reach {url}: {type(error).__name__}: "
+                                  f"{self._one_line(str(error))}") from None
         if response.status_code != 200:
-            raise GenerationError(f"server answered {response.status_code}: {response.text[:200]}")
+            raise GenerationError(f"server answered {response.status_code} for {url}: "
+                                  f"{self._error_detail(response)}")
         choices = sorted(response.json()["choices"], key=lambda c: c["index"])
         completions = []
         for choice in choices:

@@ -527,3 +527,22 @@ def _refuse_overlap(rows: list[dict], where: str, against: list[dict] | None = N
 def _short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_prompt_sources(lake: Lake, configs: Sequence[PromptSourceConfig],
+                        root: str | os.PathLike[str] | None = None) -> dict[str, int]:
+    """Load every source, drop train problems that also appear in eval (reported), write the rest.
+
+    Nothing is written when any source fails to load.
+    """
+    rows: list[dict] = []
+    for config in configs:
+        records = load_source(config, root=root)
+        source_rows, _ = prompt_rows(records)
+        rows += source_rows
+    train = [r for r in rows if r["split"] != "eval"]
+    evals = [r for r in rows if r["split"] == "eval"]
+    clean, report = decontaminate(train, evals)
+    counts = write_prompts(lake, clean + evals)
+    counts["decontaminated"] = report.total
+    return counts

@@ -107,9 +107,55 @@ class StepVerifierScorer:
         """Nothing to release."""
 
 
+class PRLScorer:
+    """PRL process values: outcome advantage minus β·KL-to-reference, per step (DESIGN.md).
+
+    Outcome rewards are the verifier's values already in the lake; the reference policy (the base
+    model) scores each candidate's sampled tokens. Candidates must arrive grouped by prompt.
+    """
+
+    name = "prl"
+
+    def __init__(self, lake: Lake, iteration: int, reference_path: str, eta: float = 1.0,
+                 prompt_format: Any = None, batch_size: int = 64) -> None:
+        from schemas.generation import PromptFormat
+
+        self.lake, self.iteration, self.reference_path, self.eta = lake, iteration, reference_path, eta
+        self.format = prompt_format or PromptFormat()
+        self.batch_size = batch_size
+        self.version = f"1:eta={eta}"
+        self._reference: tuple[Any, Any] | None = None
+
+    def score(self, candidates: Sequence[dict]) -> list[dict]:
+        """One row per candidate with a verifier value: step_scores = process values, value = A."""
+        from tasks.generate import format_prompt
+        from tasks.prl import prl_score_rows
+        from tasks.ref_logprobs import candidate_logprobs, load_reference
+
+        rewards = dict(connect(self.lake).execute(
+            "SELECT candidate_id, value FROM scores WHERE scorer = 'verifier' AND iteration = ?",
+            [self.iteration]).fetchall())
+        missing = [c["candidate_id"] for c in candidates if c["candidate_id"] not in rewards]
+        if missing:
+            raise ValueError(f"PRL needs verifier scores first: candidate {missing[0]} has none")
+        if self._reference is None:
+            self._reference = load_reference(self.reference_path)
+        model, tokenizer = self._reference
+        scored = [c for c in candidates if rewards[c["candidate_id"]] is not None]
+        prompts = {c["prompt_id"]: format_prompt(c["problem"], self.format, tokenizer) for c in scored}
+        reference = candidate_logprobs(model, tokenizer, scored, prompts, batch_size=self.batch_size)
+        return prl_score_rows(candidates, {c["candidate_id"]: rewards[c["candidate_id"]] for c in candidates},
+                              reference, self.eta, self.iteration, self.version)
+
+    def close(self) -> None:
+        """Free the reference model."""
+        self._reference = None
+
+
 SCORERS: dict[str, Callable[..., Any]] = {
     "verifier": VerifierScorer,
     "step_verifier": StepVerifierScorer,
+    "prl": PRLScorer,
 }
 
 
@@ -141,7 +187,20 @@ def load_candidates(lake: Lake, iteration: int, model_id: str | None = None,
     cols = ", ".join(f"c.{c}" for c in CANDIDATE_COLUMNS[:-2]) + ", p.problem, p.reference_answer"
     sql = (f"SELECT {cols} FROM candidates c JOIN prompts p USING (prompt_id) "
            f"WHERE {' AND '.join(where)} ORDER BY c.prompt_id, c.sample_index")
-    return con.execute(sql, params).fetch_arrow_table().to_pylist()
+    return con.execute(sql, params).to_arrow_table().to_pylist()
+
+
+def prompt_chunks(candidates: Sequence[dict], chunk_size: int) -> list[list[dict]]:
+    """Candidates in chunks of about `chunk_size` that never split one prompt's group."""
+    groups: dict[str, list[dict]] = {}
+    for c in candidates:
+        groups.setdefault(c["prompt_id"], []).append(c)
+    chunks: list[list[dict]] = [[]]
+    for group in groups.values():
+        if chunks[-1] and len(chunks[-1]) + len(group) > chunk_size:
+            chunks.append([])
+        chunks[-1].extend(group)
+    return [c for c in chunks if c]
 
 
 @dataclass
@@ -164,8 +223,7 @@ def score_candidates(lake: Lake, scorer: Any, candidates: Sequence[dict], iterat
     todo = [c for c in candidates if c["candidate_id"] not in done]
     labels: dict[str, int] = {}
     scored = 0
-    for start in range(0, len(todo), chunk_size):
-        chunk = todo[start:start + chunk_size]
+    for chunk in prompt_chunks(todo, chunk_size):
         rows = scorer.score(chunk)
         if not rows:
             continue

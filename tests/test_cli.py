@@ -84,3 +84,52 @@ def test_interactive_shell_reads_statements_from_stdin(lake: Lake):
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "flywheel"
     assert script.exists()
+
+
+def test_run_with_an_unknown_config_key_names_it(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("run_id: x\ngeneration:\n  samplng: {n: 4}\n")
+    proc = run_cli("run", "--config", str(config))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"flywheel: error: {config}: unknown key 'generation.samplng'"
+
+
+def test_run_with_n_below_one_is_refused(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("run_id: x\ngeneration:\n  sampling: {n: 0}\n")
+    proc = run_cli("run", "--config", str(config))
+    assert proc.returncode == 1
+    assert "generation.sampling.n" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_eval_k_above_n_is_refused(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("run_id: x\nevaluation:\n  sampling: {n: 4}\n  ks: [1, 8]\n")
+    proc = run_cli("run", "--config", str(config))
+    assert proc.returncode == 1
+    assert "k=8 must be between 1 and eval n=4" in proc.stderr
+
+
+def test_missing_config_file_is_named(tmp_path: Path):
+    proc = run_cli("run", "--config", str(tmp_path / "none.yaml"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"flywheel: error: config file not found: {tmp_path / 'none.yaml'}"
+
+
+def test_generate_with_a_missing_model_folder_fails_before_any_engine(lake: Lake, tmp_path: Path):
+    from tasks.prompts import demo_prompt_rows, write_prompts
+    from tasks.demo_task import make_splits
+    write_prompts(lake, demo_prompt_rows(make_splits(5, 4, 2, seed=1)))
+    proc = run_cli("--lake", str(lake.root), "generate", "--model", str(tmp_path / "nomodel"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"flywheel: error: model folder not found: {tmp_path / 'nomodel'}"
+    assert lake.shards("candidates") == []
+
+
+def test_shipped_configs_are_valid():
+    from schemas.config import load_config
+    from schemas.loop import LoopConfig
+    from tests.conftest import PROJECT_ROOT
+    for name in ("demo.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml"):
+        config = load_config(PROJECT_ROOT / "configs" / name, LoopConfig)
+        assert config.rounds >= 1

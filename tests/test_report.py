@@ -1,0 +1,82 @@
+"""The run report from a hand-built lake: rows per round, exact figures, plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks import ids
+from tasks.lake import Lake
+from tasks.metrics import MetricValue, metric_rows
+from tasks.report import load_run, write_report
+
+
+def build_run(lake: Lake, run_id: str, correct_by_iteration: dict[int, list[int]], n: int = 4) -> None:
+    """Eval candidates + verifier scores + evals rows; correct_by_iteration[it][p] = correct count."""
+    problems = [f"{p}+1" for p in range(len(next(iter(correct_by_iteration.values()))))]
+    prompt_rows = [dict(prompt_id=ids.prompt_id("t", q), iteration=0, source="t", split="eval",
+                        problem=q, reference_answer="0", metadata=None) for q in problems]
+    if not lake.shards("prompts"):
+        lake.write("prompts", prompt_rows, iteration=0)
+    for it, counts in correct_by_iteration.items():
+        model = f"{run_id}-m{it}"
+        cands, scores = [], []
+        for prompt, c in zip(prompt_rows, counts):
+            for i in range(n):
+                cid = ids.candidate_id(prompt["prompt_id"], model, "s", i)
+                cands.append(dict(candidate_id=cid, prompt_id=prompt["prompt_id"], model_id=model, iteration=it,
+                                  sampling_hash="s", sample_index=i, text="#### 0", steps=["#### 0"], num_tokens=6,
+                                  finish_reason="stop", cumulative_logprob=None, token_ids=None,
+                                  token_logprobs=None, step_token_ends=None))
+                scores.append(dict(candidate_id=cid, prompt_id=prompt["prompt_id"], iteration=it, scorer="verifier",
+                                   scorer_version="1", value=1.0 if i < c else 0.0,
+                                   label="correct" if i < c else "incorrect", extracted_answer="0",
+                                   step_scores=None, detail=None))
+        lake.write("candidates", cands, iteration=it)
+        lake.write("scores", scores, iteration=it)
+        avg = sum(counts) / (n * len(counts))
+        values = [MetricValue("pass", 1, None, avg, avg - 0.1, avg + 0.1, len(counts)),
+                  MetricValue("pass", n, None, sum(c > 0 for c in counts) / len(counts), None, None, len(counts)),
+                  MetricValue("greedy", 1, None, 0.5, None, None, len(counts))]
+        lake.write("evals", metric_rows(values, run_id, it, model, "eval", "t"), iteration=it,
+                   shard=f"evals-{run_id}-{it}")
+
+
+def test_report_rows_figures_and_plots(lake: Lake, tmp_path: Path):
+    build_run(lake, "run-a", {0: [0, 1, 4], 1: [2, 2, 4]})
+    reports = tmp_path / "reports"
+    (reports / "run-a").mkdir(parents=True)
+    (reports / "run-a" / "rounds.json").write_text(json.dumps({"rounds": [{
+        "iteration": 0, "prompts": 3, "candidates": 12, "kept": 3,
+        "seconds": {"generate": 12.4, "finetune": 3.0}}]}))
+    run = load_run(lake, "run-a", reports / "run-a" / "rounds.json")
+    assert run.n == 4
+    # pass@2 for counts [0, 1, 4] of n=4: (0 + 0.5 + 1) / 3
+    assert abs(run.pass_curves[0][1] - 1.5 / 3) < 1e-12
+    assert run.pass_curves[1][0] == (2 + 2 + 4) / 12
+    path, markdown = write_report(lake, ["run-a"], reports)
+    assert path == reports / "run-a" / "report.md"
+    rows = [line for line in markdown.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
+    assert len(rows) == 2
+    cells0 = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert cells0[2:6] == ["3", "12", "3", "25.0%"]   # prompts, candidates, kept, yield
+    assert cells0[6] == "41.7"                          # pass@1 = 5/12
+    assert "12" in cells0 and "3" in cells0             # stage seconds
+    assert "| run-a | 1 | pass@1 | 41.7 | 66.7 | +25.0 |" in markdown
+    for png in ("accuracy.png", "pass_at_k_run-a.png"):
+        data = (reports / "run-a" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_report_compares_runs_side_by_side(lake: Lake, tmp_path: Path):
+    build_run(lake, "all-steps", {0: [1, 1], 1: [3, 3]})
+    build_run(lake, "answer-only", {0: [1, 1], 1: [2, 2]})
+    _, markdown = write_report(lake, ["all-steps", "answer-only"], tmp_path / "reports")
+    assert "| all-steps | 1 | pass@1 | 25.0 | 75.0 | +50.0 |" in markdown
+    assert "| answer-only | 1 | pass@1 | 25.0 | 50.0 | +25.0 |" in markdown
+
+
+def test_unknown_run_is_named(lake: Lake, tmp_path: Path):
+    import pytest
+    build_run(lake, "x", {0: [1]})
+    with pytest.raises(ValueError, match="run 'nope' has no evals"):
+        write_report(lake, ["nope"], tmp_path)
