@@ -188,7 +188,7 @@ def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
 def select_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
     result = select(Lake(config.lake), iteration, config.selection, model_id=model.model_id,
-                    sampling_hash=round_sampling_hash(config))
+                    sampling_hash=round_sampling_hash(config), reuse=True)
     _log().info("select %s: kept %d of %d candidates (%d of %d prompts)", config.selection.name,
                 result.kept, result.candidates, result.prompts_kept, result.prompts)
     return {"kept": result.kept, "candidates": result.candidates, "policy_hash": result.policy_hash}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
 
 from schemas import table_spec
 from schemas.policy import (
@@ -460,13 +461,37 @@ def candidate_filter(model_id: str | None, sampling_hash: str | None) -> dict[st
     return {k: v for k, v in (("model_id", model_id), ("sampling_hash", sampling_hash)) if v is not None}
 
 
+def _existing_selection(lake: Lake, iteration: int, policy: SelectionPolicy, model_id: str | None,
+                        sampling_hash: str | None) -> SelectionResult | None:
+    """The SelectionResult of a selection shard already written for this policy and candidates."""
+    path = lake.partition_dir("selections", iteration) / (
+        selection_shard(policy, candidate_filter(model_id, sampling_hash)) + ".parquet")
+    if not path.is_file():
+        return None
+    con = connect(lake, filters={"candidates": candidate_filter(model_id, sampling_hash)})
+    candidates, prompts = con.execute(
+        """SELECT count(*), count(DISTINCT c.prompt_id) FROM candidates c JOIN prompts p USING (prompt_id)
+           WHERE c.iteration = ? AND p.split = 'train'""", [iteration]).fetchone()
+    kept = pa.parquet.read_table(path, columns=["prompt_id"]).column("prompt_id").to_pylist()
+    return SelectionResult(iteration=int(iteration), policy_name=policy.name, policy_hash=policy_hash(policy),
+                           candidates=candidates, prompts=prompts, kept=len(kept),
+                           prompts_kept=len(set(kept)), path=path)
+
+
 def select(lake: Lake, iteration: int, policy: SelectionPolicy,
-           model_id: str | None = None, sampling_hash: str | None = None) -> SelectionResult:
+           model_id: str | None = None, sampling_hash: str | None = None,
+           reuse: bool = False) -> SelectionResult:
     """Apply `policy` to the iteration's scored candidates and write the kept rows to the lake.
 
     Rerunning the same policy replaces its shard (no duplicate rows); a run that keeps nothing
-    removes a shard an earlier run of the same policy left. No candidates is an error.
+    removes a shard an earlier run of the same policy left. No candidates is an error. With
+    `reuse`, a selection already in the lake for the same policy and candidate set is returned as
+    it is (scores are immutable per candidate and scorer, so it cannot differ).
     """
+    if reuse:
+        existing = _existing_selection(lake, iteration, policy, model_id, sampling_hash)
+        if existing is not None:
+            return existing
     frame = scored_candidates(lake, iteration, model_id=model_id, sampling_hash=sampling_hash)
     if frame.num_rows == 0:
         raise ValueError(f"no candidates in iteration {iteration} to select from")

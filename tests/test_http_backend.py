@@ -177,7 +177,6 @@ def test_server_binds_loopback_only_and_serves_the_folder(vllm_server: Server):
         for conn in connections:
             if conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr):
                 listening.append((proc.pid, conn.laddr.ip, conn.laddr.port))
-    print("LISTENERS", listening)  # TEMP
     assert (root.pid, HOST, vllm_server.port) in listening
     exposed = [entry for entry in listening if not ipaddress.ip_address(entry[1]).is_loopback]
     assert exposed == [], f"server sockets bound beyond the loopback: {exposed}"
