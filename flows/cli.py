@@ -11,12 +11,14 @@ from typing import Callable, Sequence
 import duckdb
 
 from schemas import SchemaError
+from tasks.generate import GenerationError
 from tasks.lake import Lake, LakeError, default_lake_root
+from tasks.ref_logprobs import ReferenceModelError
 from tasks.sql import connect, write_views_file
 
 # Errors that are the user's input, reported as one line with a non-zero exit.
 USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.Error, ValueError,
-                                                FileNotFoundError)
+                                                FileNotFoundError, GenerationError, ReferenceModelError)
 
 
 class CommandError(RuntimeError):

@@ -8,25 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from schemas.bootstrap import BootstrapConfig, DemoTaskConfig, PretrainConfig
 from schemas.generation import EngineConfig
-from tasks.demo_task import PROMPT_TEMPLATE, make_splits
-from tasks.finetune import Example, TrainConfig, train, write_model_card
-from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
 
 def make_tiny_model(folder: Path, steps: int = 60, seed: int = 0) -> Path:
-    """A tiny char-level Llama trained a few steps on demo solutions, saved like a hub model."""
-    splits = make_splits(2000, 64, 32, seed=seed)
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, TinyModelConfig(), seed)
-    examples = [Example(PROMPT_TEMPLATE.format(problem=c.problem), c.solution) for c in splits.pretrain]
-    result = train(model, tokenizer, examples, TrainConfig(max_steps=steps, batch_size=32,
-                                                          learning_rate=3e-3, device="cpu", log_every=0))
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    write_model_card(folder, "test model", {"model_id": f"test-model-{seed}-{steps}",
-                                            "train": result.summary()})
+    """A tiny char-level Llama made by the bootstrap flow's own code on a small budget."""
+    from flows.bootstrap import pretrain_base_model
+
+    config = BootstrapConfig(
+        task=DemoTaskConfig(seed=seed, n_pretrain=2000, n_train=64, n_eval=32),
+        pretrain=PretrainConfig(steps=steps, batch_size=32, seed=seed),
+        output=str(folder), eval_samples=4)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    pretrain_base_model(config, folder)
     return folder
 
 
