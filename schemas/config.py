@@ -39,17 +39,26 @@ def parse_config(data: Any, model: type[Model], origin: str = "config") -> Model
         raise ConfigError(describe(error, origin)) from None
 
 
-def load_config(path: str | os.PathLike[str], model: type[Model]) -> Model:
-    """Read a YAML file and validate it as `model`."""
+def read_yaml(path: str | os.PathLike[str], what: str = "config file",
+              error: type[ValueError] = ConfigError) -> Any:
+    """The parsed YAML of a file; a missing, unreadable or invalid file raises `error` in one line."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {file}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {file}: {error}") from None
+        raise error(f"{what} not found: {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {what} {file}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{file}: invalid YAML: {' '.join(str(error).split())}") from None
-    return parse_config(data if data is not None else {}, model, str(file))
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise error(f"{file}{where}: invalid YAML: {problem}") from None
+
+
+def load_config(path: str | os.PathLike[str], model: type[Model]) -> Model:
+    """Read a YAML file and validate it as `model`."""
+    data = read_yaml(path)
+    return parse_config(data if data is not None else {}, model, str(path))

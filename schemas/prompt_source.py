@@ -18,8 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.config import read_yaml
 
 ReferenceStyle = Literal["gsm8k", "boxed", "plain"]
 SourceSplit = Literal["train", "eval"]
@@ -84,21 +85,8 @@ class PromptSourceConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> "PromptSourceConfig":
         """Read and validate one YAML config file."""
-        file = Path(path)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PromptSourceConfigError(f"prompt source config not found: {file}") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise PromptSourceConfigError(f"cannot read prompt source config {file}: {error}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or type(error).__name__
-            raise PromptSourceConfigError(f"{file}{where}: invalid YAML: {problem}") from None
-        return cls.from_dict(data, origin=str(file))
+        data = read_yaml(path, "prompt source config", PromptSourceConfigError)
+        return cls.from_dict(data, origin=str(path))
 
 
 def validation_message(error: ValidationError) -> str:
