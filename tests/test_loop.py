@@ -45,7 +45,10 @@ def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, back
         "generation": {"engine": {"backend": backend},
                        "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 48, "seed": 0},
                        "chunk_size": 8},
-        "selection": "keep_correct",
+        # the briefly trained test model is rarely right: keep each prompt's best sample by the
+        # verifier (ties to the lower sample index) so every round has data to finetune on
+        "selection": {"name": "best-by-verifier",
+                      "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
         "finetune": {"epochs": 1, "batch_size": 8},
         "evaluation": {"sampling": {"n": 4, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 4]},
     }, LoopConfig)
