@@ -8,6 +8,10 @@ import shutil
 import sys
 from typing import Callable, Sequence
 
+# Prefect's temporary server needs more than its default 20 s to start on a 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 import duckdb
 
 from schemas import SchemaError
