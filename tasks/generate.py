@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,12 +432,26 @@ def split_steps(text: str, separator: str = "\n") -> list[tuple[str, int]]:
     return steps
 
 
+_PIECE_LENGTHS: "weakref.WeakKeyDictionary[Any, dict[int, int]]" = weakref.WeakKeyDictionary()
+
+
 def token_char_ends(tokenizer: Any, token_ids: Sequence[int]) -> list[int]:
-    """Cumulative character end of each token in the decoded text (approximate for byte-level BPE)."""
-    pieces = tokenizer.batch_decode([[t] for t in token_ids], skip_special_tokens=True)
+    """Cumulative character end of each token in the decoded text (approximate for byte-level BPE).
+
+    Each token's decoded length is computed once per tokenizer and cached: this runs for every
+    generated token, on the stage's hot path.
+    """
+    try:
+        lengths = _PIECE_LENGTHS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        lengths = {}
+    unknown = sorted({t for t in token_ids if t not in lengths})
+    if unknown:
+        pieces = tokenizer.batch_decode([[t] for t in unknown], skip_special_tokens=True)
+        lengths.update((t, len(p)) for t, p in zip(unknown, pieces))
     ends, total = [], 0
-    for piece in pieces:
-        total += len(piece)
+    for token in token_ids:
+        total += lengths[token]
         ends.append(total)
     return ends
 

@@ -177,3 +177,14 @@ def test_hf_backend_loads_the_same_folder(tiny_model_dir, lake):
         assert len(row["token_logprobs"]) == row["num_tokens"]
         if row["finish_reason"] == "stop":
             assert row["token_ids"][-1] == backend.tokenizer.eos_token_id
+
+
+def test_token_char_ends_match_the_decoded_text():
+    from tasks.generate import token_char_ends
+    from tasks.tiny_model import build_tokenizer
+    tokenizer = build_tokenizer()
+    text = "7+5=12\n12*3=36\n#### 36"
+    token_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for _ in range(2):  # the second call is served from the per-tokenizer cache
+        ends = token_char_ends(tokenizer, token_ids)
+        assert ends == [*range(1, len(text) + 1), len(text)]  # EOS decodes to nothing
