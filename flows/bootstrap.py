@@ -6,6 +6,7 @@ out from both. The model folder loads in transformers and vLLM like any hub mode
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -94,7 +95,7 @@ def pretrain_base_model(config: BootstrapConfig, output: Path) -> dict:
     accuracy = demo_accuracy(backend, splits.eval, config.eval_samples, config.eval_temperature)
     backend.close()
     weights_hash = ids.content_hash("weights", *(
-        __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in sorted(staging.glob("*.safetensors"))))
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(staging.glob("*.safetensors"))))
     card = {
         "model_id": f"base-{weights_hash}",
         "kind": "base",

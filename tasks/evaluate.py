@@ -14,7 +14,7 @@ from tasks.lake import Lake
 from tasks.metrics import Sample, evaluate_groups, greedy_accuracy, metric_rows
 from tasks.score import load_candidates, score_candidates
 from tasks.sql import connect
-from tasks.verify import CORRECT, UNPARSEABLE
+from tasks.verify import CORRECT, TIMEOUT, UNPARSEABLE
 
 logger = logging.getLogger("flywheel.evaluate")
 EVAL_SPLIT = "eval"
@@ -37,11 +37,7 @@ def greedy_sampling(sampling: SamplingConfig) -> SamplingConfig:
 
 def eval_candidates(lake: Lake, iteration: int, model_id: str, s_hash: str) -> list[dict]:
     """The eval-split candidates of one model and sampling hash, joined with prompts."""
-    rows = load_candidates(lake, iteration, model_id=model_id, prompt_split=EVAL_SPLIT)
-    wanted = {r[0] for r in connect(lake).execute(
-        "SELECT candidate_id FROM candidates WHERE iteration = ? AND model_id = ? AND sampling_hash = ?",
-        [iteration, model_id, s_hash]).fetchall()}
-    return [r for r in rows if r["candidate_id"] in wanted]
+    return load_candidates(lake, iteration, model_id=model_id, prompt_split=EVAL_SPLIT, sampling_hash=s_hash)
 
 
 def score_map(lake: Lake, iteration: int, scorer: str) -> dict[str, dict]:
@@ -64,7 +60,7 @@ def metrics_from_lake(lake: Lake, iteration: int, candidates: Sequence[dict], ks
         verdict = verdicts.get(c["candidate_id"])
         if verdict is None:
             raise ValueError(f"candidate {c['candidate_id']} has no verifier score")
-        unparseable = verdict["label"] != CORRECT and verdict["label"] in (UNPARSEABLE, "timeout")
+        unparseable = verdict["label"] in (UNPARSEABLE, TIMEOUT)
         step = steps.get(c["candidate_id"])
         groups.setdefault(c["prompt_id"], []).append(Sample(
             answer=None if unparseable else (verdict["extracted_answer"] or ""),

@@ -158,8 +158,7 @@ def test_views_work_from_another_working_directory(lake: Lake, tmp_path: Path):
 def test_empty_tables_have_typed_views(lake: Lake):
     con = connect(lake)
     assert con.sql("SELECT count(*) FROM candidates").fetchone()[0] == 0
-    types = dict(con.sql("DESCRIBE candidates").fetchall() and
-                 [(r[0], r[1]) for r in con.sql("DESCRIBE candidates").fetchall()])
+    types = {r[0]: r[1] for r in con.sql("DESCRIBE candidates").fetchall()}
     assert types["steps"] == "VARCHAR[]"
     assert types["iteration"] == "INTEGER"
     assert con.sql("SELECT count(*) FROM iteration_yield").fetchone()[0] == 0
