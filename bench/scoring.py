@@ -1,15 +1,20 @@
-"""Scoring benchmark: rule-verifier and step-verifier throughput on this machine.
+"""Scoring benchmark: rule verifier, step verifier, ORM and PRM throughput, tournament costs.
 
-Sections (one function each, so later ones such as ORM/PRM throughput or tournament comparison
-counts slot in beside them):
+Sections (one function each):
   verifier, demo task   100,000 generated completions (correct, wrong answer, wrong step,
                         truncated, garbage, other answer formats), exact mode, `verify_batch`
   verifier, math        10,000 math-style answers through math-verify (fractions, radicals,
                         intervals, polynomials, wrong and unparseable ones)
   step verifier         the demo task's per-step labels, in-process
+  ORM, PRM              candidates/s of a one-label sequence / token classifier on the tiny
+                        base model's body (an untrained head: speed does not depend on training),
+                        over --rm-candidates demo completions, batch 64; skipped without --rm-base
+  tournaments           judge comparisons used by knockout and round-robin ELO for n = 8, 16, 32
+                        and voting k = 1, 3, counted with a deterministic verifier-backed judge
 
 Every generated candidate has a known expected label; a mismatch is counted and reported.
 Usage: python bench/scoring.py [--demo 100000] [--math 10000] [--workers 2]
+                               [--rm-base data/models/base] [--rm-candidates 2000]
 Last line: `verifier candidates/s: <x>` (demo task, exact mode, pool start-up included).
 """
 from __future__ import annotations
@@ -155,6 +160,64 @@ def bench_step_verifier(cases: list[Case]) -> list[Row]:
     return [Row("step verifier (in-process)", len(cases), seconds, f"{steps_total} steps labelled")]
 
 
+def make_untrained_reward_models(base: Path, folder: Path) -> dict[str, Path]:
+    """ORM and PRM folders from a causal-LM folder, each with a fresh one-unit head."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    out = {}
+    for name, loader in (("orm", AutoModelForSequenceClassification), ("prm", AutoModelForTokenClassification)):
+        model = loader.from_pretrained(base, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(folder / name)
+        tokenizer.save_pretrained(folder / name)
+        out[name] = folder / name
+    return out
+
+
+def bench_reward_models(base: Path, cases: list[Case], count: int) -> list[Row]:
+    """ORM and PRM scoring throughput over `count` demo completions (model load excluded)."""
+    import tempfile
+
+    from tasks.reward_model import ORMScorer, PRMScorer
+
+    candidates = [{"candidate_id": f"c{i}", "prompt_id": f"p{i // 8}", "iteration": 0, "problem": case.problem,
+                   "text": case.item.text} for i, case in enumerate(cases[:count])]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = make_untrained_reward_models(base, Path(tmp))
+        for name, scorer in (("orm", ORMScorer(folders["orm"])), ("prm", PRMScorer(folders["prm"]))):
+            scorer.score(candidates[:64])  # load and warm up
+            start = time.perf_counter()
+            scored = scorer.score(candidates)
+            seconds = time.perf_counter() - start
+            steps = sum(len(r["step_scores"] or []) for r in scored)
+            note = f"{base.name} body, batch 64" + (f", {steps} step scores" if name == "prm" else "")
+            rows.append(Row(f"{name.upper()} (sequence/token classifier)", len(scored), seconds, note))
+    return rows
+
+
+def bench_tournaments(sizes: tuple[int, ...] = (8, 16, 32), votes: tuple[int, ...] = (1, 3)) -> list[str]:
+    """Lines of a table: comparisons and judge calls per method, n and k (verifier-backed judge)."""
+    from tasks.judge import OracleJudge
+    from tasks.tournament import knockout, round_robin_elo
+
+    lines = [f"{'tournament':<10} {'n':>3} {'k':>2} {'comparisons':>12} {'judge calls':>12} {'winner correct':>15}"]
+    for n in sizes:
+        ids_ = [f"c{i:02d}" for i in range(n)]
+        correct = {c: i % 5 == 3 for i, c in enumerate(ids_)}  # a few correct ones, not first
+        texts = {c: f"answer {c}" for c in ids_}
+        for k in votes:
+            for name, method in (("knockout", knockout), ("elo", round_robin_elo)):
+                judge = OracleJudge(correct)
+                result = method("p", ids_, texts, "q", judge, votes_k=k)
+                lines.append(f"{name:<10} {n:>3} {k:>2} {len(result.judgments):>12} {judge.calls:>12} "
+                             f"{str(correct[result.winner_id]):>15}")
+    return lines
+
+
 def print_table(rows: list[Row]) -> None:
     """The results as a fixed-width table."""
     print(f"{'section':<42} {'items':>8} {'seconds':>8} {'items/s':>10}  note")
@@ -169,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--math", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rm-base", type=Path, default=Path("data/models/base"),
+                        help="causal-LM folder whose body the ORM/PRM sections use")
+    parser.add_argument("--rm-candidates", type=int, default=2000)
     args = parser.parse_args(argv)
 
     demo = demo_cases(args.demo, args.seed)
@@ -177,7 +243,14 @@ def main(argv: list[str] | None = None) -> None:
     rows += bench_verifier("math", math_cases(args.math, args.seed), "math", args.workers,
                            warm_pass=False)
     rows += bench_step_verifier(demo)
+    if (args.rm_base / "config.json").is_file():
+        rows += bench_reward_models(args.rm_base, demo, args.rm_candidates)
+    else:
+        print(f"(ORM/PRM sections skipped: no model folder at {args.rm_base}; run `flywheel bootstrap`)")
     print_table(rows)
+    print()
+    print("\n".join(bench_tournaments()))
+    print()
     print(f"verifier candidates/s: {headline:.0f}")
 
 

@@ -76,7 +76,8 @@ def pretrain_base_model(config: BootstrapConfig, output: Path) -> dict:
     chain_cfg = ChainConfig(task_cfg.min_steps, task_cfg.max_steps, task_cfg.min_operand, task_cfg.max_operand)
     splits = make_splits(task_cfg.n_pretrain, task_cfg.n_train, task_cfg.n_eval, task_cfg.seed, chain_cfg)
     tokenizer = build_tokenizer()
-    shape = TinyModelConfig(pre.hidden_size, pre.num_layers, pre.num_heads, pre.intermediate_size)
+    shape = TinyModelConfig(pre.hidden_size, pre.num_layers, pre.num_heads, pre.intermediate_size,
+                            pre.max_positions)
     model = build_model(tokenizer, shape, pre.seed)
     examples = [Example(PROMPT_TEMPLATE.format(problem=c.problem), c.solution) for c in splits.pretrain]
     logger.info("pretraining %d parameters on %d worked solutions for %d steps",

@@ -18,11 +18,13 @@ from schemas import SchemaError
 from tasks.generate import GenerationError
 from tasks.lake import Lake, LakeError, default_lake_root
 from tasks.ref_logprobs import ReferenceModelError
+from tasks.reward_model import RewardModelError
 from tasks.sql import connect, write_views_file
 
 # Errors that are the user's input, reported as one line with a non-zero exit.
 USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.Error, ValueError,
-                                                FileNotFoundError, GenerationError, ReferenceModelError)
+                                                FileNotFoundError, GenerationError, ReferenceModelError,
+                                                RewardModelError)
 
 
 class CommandError(RuntimeError):
@@ -118,26 +120,82 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_with_engine(args: argparse.Namespace, lake: Lake, candidates: list[dict]) -> dict:
+    """math_shepherd and judge: scorers that sample from a model through a generation engine."""
+    from schemas.generation import EngineConfig, SamplingConfig
+    from tasks.generate import LazyBackend, model_id_for
+
+    engine = LazyBackend(args.model, EngineConfig(backend=args.backend))
+    try:
+        if args.scorer == "judge":
+            from tasks.judge import GenerativeJudge
+            from tasks.judge_stage import judge_candidates
+
+            sampling = SamplingConfig(n=1, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
+            judge = GenerativeJudge(engine, sampling, max_attempts=args.attempts)
+            report = judge_candidates(lake, judge, candidates, args.iteration, method=args.method,
+                                      votes_k=args.votes, seed=args.seed, judge_version=model_id_for(args.model))
+            return {**report.__dict__, "engine_calls": judge.calls}
+        from tasks.math_shepherd import MathShepherdScorer
+        from tasks.score import score_candidates
+
+        sampling = SamplingConfig(n=args.rollouts, temperature=args.temperature, max_tokens=args.max_tokens,
+                                  seed=args.seed)
+        scorer = MathShepherdScorer(engine, sampling, model_id=model_id_for(args.model))
+        try:
+            return score_candidates(lake, scorer, candidates, args.iteration).__dict__
+        finally:
+            scorer.close()
+    finally:
+        engine.close()
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Run one scorer over an iteration's candidates (resuming)."""
     from tasks.score import load_candidates, make_scorer, score_candidates
 
     lake = Lake(args.lake)
     lake.require_exists()
+    needs_model = ("orm", "prm", "math_shepherd", "judge")
+    if args.scorer in needs_model and not args.model:
+        raise CommandError(f"scorer {args.scorer!r} needs --model (the "
+                           f"{'reward model' if args.scorer in ('orm', 'prm') else 'generating model'} folder)")
     options: dict = {"mode": args.mode} if args.scorer == "verifier" else {}
     if args.scorer == "prl":
         if not args.reference:
             raise CommandError("scorer 'prl' needs --reference (the base model folder)")
         options = {"lake": lake, "iteration": args.iteration, "reference_path": args.reference, "eta": args.eta}
+    if args.scorer in ("orm", "prm"):
+        options = {"model_path": args.model}
+    candidates = load_candidates(lake, args.iteration, prompt_split=args.split)
+    if not candidates:
+        raise CommandError(f"no candidates in iteration {args.iteration} to score")
+    if args.scorer in ("math_shepherd", "judge"):
+        print(json.dumps(_score_with_engine(args, lake, candidates), indent=2))
+        return 0
     scorer = make_scorer(args.scorer, **options)
     try:
-        candidates = load_candidates(lake, args.iteration, prompt_split=args.split)
-        if not candidates:
-            raise CommandError(f"no candidates in iteration {args.iteration} to score")
         report = score_candidates(lake, scorer, candidates, args.iteration)
     finally:
         scorer.close()
     print(json.dumps(report.__dict__, indent=2))
+    return 0
+
+
+def cmd_reward_models(args: argparse.Namespace) -> int:
+    """Train the ORM and PRM from a policy's samples and write the reward-model report."""
+    from flows.reward_models import reward_models_flow
+    from schemas.config import load_config
+    from schemas.reward_models import RewardModelsConfig
+
+    config = load_config(args.config, RewardModelsConfig) if args.config else RewardModelsConfig()
+    if args.lake_override:
+        config = config.model_copy(update={"lake": args.lake_override})
+    result = reward_models_flow(config)
+    figures = result["figures"]
+    print(json.dumps({"orm_auroc": figures["orm_auroc"]["auroc"],
+                      "best_of_n": {k: round(v["value"], 4) for k, v in figures["best_of_n"].items()},
+                      "step_auroc": {k: v["auroc"] for k, v in figures["step_auroc"].items()}}, indent=2))
     return 0
 
 
@@ -248,7 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--mode", default="exact", choices=["exact", "math"], help="verifier comparison")
     score.add_argument("--reference", help="prl: the reference (base) model folder")
     score.add_argument("--eta", type=float, default=1.0, help="prl: eta (beta = 1/eta)")
+    score.add_argument("--model", help="orm/prm: the reward model folder; math_shepherd/judge: the model that samples")
+    score.add_argument("--backend", choices=["vllm", "hf"], default="vllm", help="math_shepherd/judge engine")
+    score.add_argument("--rollouts", type=int, default=4, help="math_shepherd: completions per step prefix")
+    score.add_argument("--temperature", type=float, default=0.8, help="math_shepherd/judge sampling temperature")
+    score.add_argument("--max-tokens", type=int, default=64, help="math_shepherd/judge: tokens per completion")
+    score.add_argument("--seed", type=int, default=0, help="math_shepherd/judge sampling seed")
+    score.add_argument("--method", choices=["knockout", "elo"], default="knockout", help="judge: tournament")
+    score.add_argument("--votes", type=int, default=1, help="judge: votes per pair (voting@k)")
+    score.add_argument("--attempts", type=int, default=3, help="judge: tries per judgment before unparseable")
     score.set_defaults(func=cmd_score)
+
+    rms = sub.add_parser("reward-models", help="train the ORM and PRM and report how well they rank samples")
+    rms.add_argument("--config", help="YAML RewardModelsConfig (default: built-in defaults)")
+    rms.set_defaults(func=cmd_reward_models)
 
     run = sub.add_parser("run", help="run the self-improvement loop from a YAML config")
     run.add_argument("--config", required=True)

@@ -26,6 +26,9 @@ class PretrainConfig(Strict):
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
+    # Context in tokens (characters). RoPE has no weights, so this does not change the model; the
+    # pairwise judge's prompt (instructions, query, two responses) needs about 800.
+    max_positions: int = Field(1024, ge=64)
     steps: int = Field(300, ge=1)  # ~110 s here; gives ~17% greedy, ~11% avg@8, ~45% pass@8
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(3e-3, gt=0)

@@ -44,6 +44,12 @@ class FinetuneStage(Strict):
     max_length: int = Field(256, ge=8)
     seed: int = 0
     use_weights: bool = True  # per-sample weights from the selection (e.g. PRL)
+    # LoRA through peft (for large models); None = full finetuning. The adapter is merged into the
+    # saved checkpoint, so the next round's engine loads a plain model folder.
+    lora_r: int | None = Field(None, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class EvalStage(Strict):

@@ -3,6 +3,11 @@
 Loss is on completion tokens only (prompt and padding are masked), each example's mean token loss
 is weighted by its sample weight. The same loop pretrains the tiny base model (bootstrap) and
 finetunes each round's model; on a GPU it runs in bf16 autocast.
+
+The loop runs through Accelerate: in one plain process it behaves like a single-device loop, and
+under `accelerate launch` (see tasks/finetune_launch.py) every process trains on its own shard of
+each global batch. With `TrainConfig.lora_r` set, only LoRA adapters (peft) are trained and are
+merged back into the weights afterwards, so a checkpoint is always a plain transformers folder.
 """
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("flywheel.finetune")
 
@@ -44,6 +52,10 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True  # used only on CUDA
     log_every: int = 25
+    lora_r: int | None = None  # None: full finetuning; else the LoRA rank
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -54,6 +66,26 @@ class TrainConfig:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        self._check_lora()
+
+    def _check_lora(self) -> None:
+        if self.lora_r is not None and (not isinstance(self.lora_r, int) or self.lora_r < 1):
+            raise ValueError(f"lora_r must be None (full finetuning) or an integer of at least 1, got {self.lora_r!r}")
+        if not isinstance(self.lora_alpha, int) or self.lora_alpha < 1:
+            raise ValueError(f"lora_alpha must be an integer of at least 1, got {self.lora_alpha!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        targets = self.lora_target_modules
+        if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"lora_target_modules must be a non-empty list of module names, got {targets!r}")
+        object.__setattr__(self, "lora_target_modules", tuple(targets))  # JSON gives lists
+
+    def lora_card(self) -> dict:
+        """Whether LoRA is used and its settings, for model cards."""
+        if self.lora_r is None:
+            return {"used": False}
+        return {"used": True, "r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                "target_modules": list(self.lora_target_modules)}
 
 
 @dataclass
@@ -66,6 +98,9 @@ class TrainResult:
     mean_loss_last_10pct: float
     seconds: float
     device: str
+    processes: int = 1
+    trainable_parameters: int = 0
+    total_parameters: int = 0
     losses: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -106,9 +141,57 @@ def train(
     config: TrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place on `examples`; returns the step count and losses."""
+    """Train `model` in place on `examples`; returns the step count and losses.
+
+    Runs through an `accelerate.Accelerator`: one plain process trains alone; processes started by
+    `accelerate launch` each train on their shard of every global batch (same losses, summed over
+    processes). With `config.lora_r` set, LoRA adapters are trained and then merged into `model`'s
+    weights, so `model` is a plain transformers model again afterwards. Only the main process logs
+    and calls `progress`.
+    """
     import torch
 
+    _check_examples(examples)
+    accelerator = _make_accelerator(config)
+    if config.batch_size < accelerator.num_processes:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than the {accelerator.num_processes} processes")
+    torch.manual_seed(config.seed)
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    trainable_model = _attach_lora(model, config) if config.lora_r is not None else model
+    trainable_model.to(accelerator.device)
+    trainable_model.train()
+    trainable, total = _parameter_counts(trainable_model)
+
+    encoded = encode_examples(tokenizer, examples, config.max_length)
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW([p for p in trainable_model.parameters() if p.requires_grad],
+                                  lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config, total_steps))
+    # the scheduler is not prepared: Accelerate would step it once per process per step
+    prepared, optimizer = accelerator.prepare(trainable_model, optimizer)
+    batch = _Batcher(encoded, torch.tensor([e.weight for e in examples], dtype=torch.float32),
+                     _pad_id(tokenizer), accelerator.process_index, accelerator.num_processes)
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    for step, indices in enumerate(_global_batches(len(encoded), config, total_steps)):
+        losses.append(_train_step(accelerator, prepared, optimizer, batch(indices, accelerator.device), config))
+        scheduler.step()
+        if accelerator.is_main_process:
+            _report(step + 1, total_steps, losses[-1], config, progress)
+    _finish(accelerator, prepared, config).eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    return TrainResult(
+        steps=total_steps, examples=len(examples), final_loss=losses[-1],
+        mean_loss_last_10pct=sum(tail) / len(tail), seconds=time.perf_counter() - start,
+        device=accelerator.device.type, processes=accelerator.num_processes,
+        trainable_parameters=trainable, total_parameters=total, losses=losses,
+    )
+
+
+def _check_examples(examples: Sequence[Example]) -> None:
     if not examples:
         raise ValueError("no training examples")
     for index, example in enumerate(examples):
@@ -117,56 +200,118 @@ def train(
     if sum(e.weight for e in examples) <= 0:
         raise ValueError("every example has weight 0")
 
-    device = pick_device(config.device)
-    use_bf16 = device.startswith("cuda") and config.bf16
-    torch.manual_seed(config.seed)
-    if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model.to(device)
-    model.train()
 
-    encoded = encode_examples(tokenizer, examples, config.max_length)
-    weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
-    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay, betas=(0.9, 0.95))
-    schedule = _cosine_with_warmup(config, total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+def _make_accelerator(config: TrainConfig):
+    """An Accelerator for `config.device`; bf16 autocast on CUDA when `config.bf16`.
+
+    Outside a launched multi-process run, Accelerate's process-wide state is reset first, so that
+    one process can train on the CPU (bootstrap) and later on the GPU (finetuning).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    on_cuda = pick_device(config.device).startswith("cuda")
+    return Accelerator(cpu=not on_cuda, mixed_precision="bf16" if on_cuda and config.bf16 else "no")
+
+
+def _attach_lora(model, config: TrainConfig):
+    """`model` wrapped by peft with LoRA adapters on the target modules; only adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(config.lora_target_modules))
+    wrapped = get_peft_model(model, lora)
+    trainable, total = _parameter_counts(wrapped)
+    if not 0 < trainable < total:
+        raise RuntimeError(f"LoRA left {trainable} of {total} parameters trainable")
+    return wrapped
+
+
+def _parameter_counts(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _finish(accelerator, prepared, config: TrainConfig):
+    """The trained model without Accelerate's wrappers, LoRA adapters merged into its weights."""
+    model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
+    return model.merge_and_unload() if config.lora_r is not None else model
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _global_batches(count: int, config: TrainConfig, total_steps: int) -> Iterator[list[int]]:
+    """Index lists of each step's global batch: seeded shuffles, refilled across epoch ends.
+
+    Every process computes the same sequence, so the processes agree on each global batch.
+    """
+    import torch
+
     generator = torch.Generator().manual_seed(config.seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    losses: list[float] = []
     order: list[int] = []
-    start = time.perf_counter()
-    for step in range(total_steps):
+    for _ in range(total_steps):
         if len(order) < config.batch_size:
-            order += torch.randperm(len(encoded), generator=generator).tolist()
-        batch, order = order[: config.batch_size], order[config.batch_size:]
-        input_ids, labels, attention = _collate([encoded[i] for i in batch], pad)
-        input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
-        batch_weights = weights[batch].to(device)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(input_ids=input_ids, attention_mask=attention).logits
-        loss = _weighted_completion_loss(logits.float(), labels, batch_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.item()))
-        if progress is not None:
-            progress(step + 1, total_steps, losses[-1])
-        if config.log_every and ((step + 1) % config.log_every == 0 or step + 1 == total_steps):
-            logger.info("step %d/%d loss %.4f", step + 1, total_steps, losses[-1])
-    model.eval()
-    tail = losses[-max(1, len(losses) // 10):]
-    return TrainResult(
-        steps=total_steps, examples=len(examples), final_loss=losses[-1],
-        mean_loss_last_10pct=sum(tail) / len(tail), seconds=time.perf_counter() - start,
-        device=device, losses=losses,
-    )
+            order += torch.randperm(count, generator=generator).tolist()
+        yield order[: config.batch_size]
+        order = order[config.batch_size:]
+
+
+@dataclass
+class _Shard:
+    """This process's part of one global batch, and the total weight of the whole batch."""
+
+    input_ids: "torch.Tensor"
+    labels: "torch.Tensor"
+    attention: "torch.Tensor"
+    weights: "torch.Tensor"
+    total_weight: "torch.Tensor"
+
+
+class _Batcher:
+    """Cuts this process's shard (every num_processes-th example) out of a global batch."""
+
+    def __init__(self, encoded: list[tuple[list[int], int]], weights: "torch.Tensor", pad: int, rank: int,
+                 processes: int):
+        self.encoded, self.weights, self.pad = encoded, weights, pad
+        self.rank, self.processes = rank, processes
+
+    def __call__(self, indices: list[int], device: "torch.device") -> _Shard:
+        """The shard of global batch `indices`, as tensors on `device`."""
+        mine = indices[self.rank:: self.processes]
+        input_ids, labels, attention = _collate([self.encoded[i] for i in mine], self.pad)
+        total = self.weights[indices].to(device).sum().clamp(min=1e-8)
+        return _Shard(input_ids.to(device), labels.to(device), attention.to(device),
+                      self.weights[mine].to(device), total)
+
+
+def _train_step(accelerator, model, optimizer, shard: _Shard, config: TrainConfig) -> float:
+    """One optimiser step on this process's shard; returns the global batch's loss.
+
+    Each process's loss is its part of the global weighted mean, times the process count, since
+    Accelerate's DDP averages gradients over processes: the update is that of the whole batch.
+    """
+    logits = model(input_ids=shard.input_ids, attention_mask=shard.attention).logits
+    part = _weighted_completion_loss(logits.float(), shard.labels, shard.weights, shard.total_weight)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(part * accelerator.num_processes)
+    if config.grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return float(accelerator.reduce(part.detach(), reduction="sum").item())
+
+
+def _report(step: int, total_steps: int, loss: float, config: TrainConfig,
+            progress: Callable[[int, int, float], None] | None) -> None:
+    if progress is not None:
+        progress(step, total_steps, loss)
+    if config.log_every and (step % config.log_every == 0 or step == total_steps):
+        logger.info("step %d/%d loss %.4f", step, total_steps, loss)
 
 
 def _cosine_with_warmup(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -193,8 +338,12 @@ def _collate(items: list[tuple[list[int], int]], pad: int):
     return input_ids, labels, attention
 
 
-def _weighted_completion_loss(logits, labels, weights):
-    """Mean over examples (weighted) of each example's mean next-token loss on its completion."""
+def _weighted_completion_loss(logits, labels, weights, total_weight):
+    """Weighted sum over examples of each example's mean next-token loss on its completion, over `total_weight`.
+
+    With `total_weight` the weight of the whole global batch, the processes' values add up to the
+    global batch's weighted mean.
+    """
     import torch.nn.functional as F
 
     shift_logits = logits[:, :-1, :]
@@ -205,7 +354,7 @@ def _weighted_completion_loss(logits, labels, weights):
     ).view(shift_labels.shape)
     mask = (shift_labels != -100).float()
     per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return (per_example * weights).sum() / weights.sum().clamp(min=1e-8)
+    return (per_example * weights).sum() / total_weight
 
 
 def write_model_card(folder: Path, title: str, sections: dict) -> Path:
@@ -233,6 +382,29 @@ def selected_examples(lake, iteration: int, policy_hash: str, model_id: str,
              AND (? IS NULL OR c.sampling_hash = ?)
            ORDER BY s.candidate_id""", [iteration, policy_hash, model_id, sampling_hash, sampling_hash]
     ).to_arrow_table().to_pylist()
+
+
+def train_config_for_stage(stage) -> TrainConfig:
+    """The TrainConfig of a loop's finetune stage: every stage field that names a TrainConfig field."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in stage.model_dump().items() if k in names})
+
+
+def save_checkpoint(model, tokenizer, output: Path, title: str, card: dict) -> Path:
+    """Save a plain transformers model folder with its card, atomically (staging folder, then rename)."""
+    import shutil
+
+    output = Path(output)
+    staging = output.with_name(f".{output.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    write_model_card(staging, title, card)
+    shutil.rmtree(output, ignore_errors=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(output)
+    return output.resolve()
 
 
 def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
@@ -265,26 +437,15 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     model = AutoModelForCausalLM.from_pretrained(start_path)
     examples = [Example(format_prompt(r["problem"], fmt, tokenizer), r["text"],
                         float(r["weight"]) if stage.use_weights else 1.0) for r in rows]
-    config = TrainConfig(epochs=stage.epochs, batch_size=stage.batch_size, learning_rate=stage.learning_rate,
-                         warmup_steps=stage.warmup_steps, max_length=stage.max_length, seed=stage.seed)
+    config = train_config_for_stage(stage)
     result = train(model, tokenizer, examples, config)
-    staging = output.with_name(f".{output.name}.staging")
-    import shutil
-
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
     card = {
         "model_id": model_id, "kind": "finetuned", "parent_id": source_model_id, "start_model_id": start_model_id,
         "iteration": iteration + 1, "selection_hash": policy_hash, "examples": len(examples),
-        "train": result.summary(), "finetune": stage.model_dump(),
+        "train": result.summary(), "finetune": stage.model_dump(), "lora": config.lora_card(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_model_card(staging, f"Flywheel checkpoint, iteration {iteration + 1}", card)
-    shutil.rmtree(output, ignore_errors=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(output)
+    save_checkpoint(model, tokenizer, output, f"Flywheel checkpoint, iteration {iteration + 1}", card)
     lake.write("models", [{
         "model_id": model_id, "parent_id": source_model_id, "iteration": iteration + 1,
         "path": str(output.resolve()), "selection_hash": policy_hash, "num_examples": len(examples),

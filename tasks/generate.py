@@ -152,6 +152,10 @@ class VLLMBackend:
             kwargs["max_model_len"] = engine.max_model_len
         if engine.max_num_seqs:
             kwargs["max_num_seqs"] = engine.max_num_seqs
+        if not on_gpu:
+            # A prompt prefilled over several steps makes vLLM rewind its seeded sampler, which
+            # fails on the CPU ("CPU Generator does not use offset"): prefill each prompt whole.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(engine.extra)
         started = time.perf_counter()
         self.llm = LLM(**kwargs)

@@ -129,6 +129,34 @@ def rm_at_k(scores: Sequence[float | None], correct: Sequence[bool], k: int) -> 
     return False if best is None else bool(correct[best])
 
 
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance a random positive outscores a random negative (ties 1/2).
+
+    Needs at least one positive and one negative; a NaN score is an error.
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"auroc got {len(scores)} scores for {len(labels)} labels")
+    values = np.asarray(scores, dtype=np.float64)
+    if np.isnan(values).any():
+        raise ValueError("auroc: a score is NaN")
+    truth = np.asarray([bool(x) for x in labels])
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"auroc needs both classes; got {positives} positive and {negatives} negative")
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):  # average ranks over ties
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    rank_sum = float(ranks[truth].sum())
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
 def bootstrap_ci(values_per_problem: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap (1 − alpha) interval of the mean over problems; same seed, same CI."""

@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol, Sequence
 from schemas import table_spec
 from tasks import ids
 from tasks.lake import Lake
+from tasks.reward_model import ORMScorer, PRMScorer
 from tasks.sql import connect
 from tasks.step_verify import all_steps_correct, step_labels
 from tasks.verify import CORRECT, INCORRECT, Verifier, VerifyItem, extract_answer
@@ -156,6 +157,8 @@ SCORERS: dict[str, Callable[..., Any]] = {
     "verifier": VerifierScorer,
     "step_verifier": StepVerifierScorer,
     "prl": PRLScorer,
+    "orm": ORMScorer,
+    "prm": PRMScorer,
 }
 
 
@@ -219,7 +222,16 @@ def score_candidates(lake: Lake, scorer: Any, candidates: Sequence[dict], iterat
                      chunk_size: int = 4096) -> ScoreReport:
     """Score candidates not yet scored by `scorer` and write their rows in shards per chunk."""
     started = time.perf_counter()
-    done = {cid for cid, name in lake.existing_keys("scores", iteration) if name == scorer.name}
+    versions = {cid: version for cid, name, version in
+                lake.existing_keys("scores", iteration, ["candidate_id", "scorer", "scorer_version"])
+                if name == scorer.name}
+    wanted = {c["candidate_id"] for c in candidates}
+    stale = sorted(cid for cid, version in versions.items() if cid in wanted and version != scorer.version)
+    if stale:
+        raise ValueError(f"candidate {stale[0]} already has a {scorer.name!r} score of version "
+                         f"{versions[stale[0]]!r}, not {scorer.version!r}: score into a new iteration "
+                         f"or lake, or remove the old rows")
+    done = set(versions)
     todo = [c for c in candidates if c["candidate_id"] not in done]
     labels: dict[str, int] = {}
     scored = 0

@@ -17,24 +17,6 @@ from tasks.prompts import demo_prompt_rows, write_prompts
 from tasks.sql import connect
 
 
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    """A temporary Prefect server and PREFECT_HOME for this module's flow runs."""
-    import os
-
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    old = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = str(home)
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-    if old is None:
-        os.environ.pop("PREFECT_HOME", None)
-    else:
-        os.environ["PREFECT_HOME"] = old
-
-
 def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, backend: str = "vllm") -> LoopConfig:
     lake = Lake(tmp / "lake")
     lake.root.mkdir(parents=True, exist_ok=True)
