@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from schemas.bootstrap import BootstrapConfig
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
@@ -114,7 +115,7 @@ def pretrain_base_model(config: BootstrapConfig, output: Path) -> dict:
     return card
 
 
-@task(name="bootstrap-model")
+@task(name="bootstrap-model", cache_policy=NO_CACHE)
 def bootstrap_model_task(config: BootstrapConfig, force: bool = False) -> tuple[str, dict, bool]:
     """Prefect task: reuse the saved base model when its config matches, else pretrain it."""
     output = Path(config.output).resolve()
@@ -127,7 +128,7 @@ def bootstrap_model_task(config: BootstrapConfig, force: bool = False) -> tuple[
     return str(output), pretrain_base_model(config, output), False
 
 
-@task(name="write-demo-prompts")
+@task(name="write-demo-prompts", cache_policy=NO_CACHE)
 def write_demo_prompts_task(config: BootstrapConfig, lake_root: str) -> dict:
     """Prefect task: write the demo's train and eval prompts to the lake (idempotent)."""
     t = config.task
@@ -136,7 +137,7 @@ def write_demo_prompts_task(config: BootstrapConfig, lake_root: str) -> dict:
     return write_prompts(Lake(lake_root), demo_prompt_rows(splits))
 
 
-@task(name="register-base-model")
+@task(name="register-base-model", cache_policy=NO_CACHE)
 def register_base_model_task(lake_root: str, path: str, card: dict) -> None:
     """Prefect task: the base model's lineage row (iteration 0, no parent)."""
     lake = Lake(lake_root)

@@ -4,7 +4,9 @@ Round k starts from model M_k (M_0 is the base model). It evaluates M_k on the e
 samples candidates from M_k on train prompts, scores and selects them, finetunes M_{k+1} on what
 was kept, and evaluates M_{k+1}. Every stage's output is keyed by content hashes of its inputs, so
 the lake is the cache: a finished stage is skipped without starting an engine, and a crashed stage
-redoes only what is missing. The engine over M_{k+1} stays up for the next round.
+redoes only what is missing. The engine over M_{k+1} stays up for the next round. Prefect's own
+result cache is therefore off for every task (`cache_policy=NO_CACHE`): it would duplicate the
+lake's, and it cannot hash an engine argument.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from schemas.loop import LoopConfig
 from schemas.policy import policy_hash
@@ -121,7 +124,7 @@ def _evaluated(lake: Lake, run_id: str, model_id: str, iteration: int) -> dict[s
     return {f"{m}@{k}" + (f"[{s}]" if s else ""): v for m, k, s, v in rows}
 
 
-@task(name="evaluate")
+@task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict[str, float]:
     """Evaluate a model on the eval split, unless this run already has its evals rows."""
     lake = Lake(config.lake)
@@ -146,7 +149,7 @@ def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iter
     return v
 
 
-@task(name="generate")
+@task(name="generate", cache_policy=NO_CACHE)
 def generate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict:
     """Sample candidates from the model on this round's train prompts (resuming)."""
     lake = Lake(config.lake)
@@ -162,7 +165,7 @@ def generate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iter
             "candidates": report.prompts * g.sampling.n, "tokens": report.tokens}
 
 
-@task(name="score")
+@task(name="score", cache_policy=NO_CACHE)
 def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     """Run every rule scorer on the model's candidates of this iteration (resuming)."""
     lake = Lake(config.lake)
@@ -184,7 +187,7 @@ def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     return out
 
 
-@task(name="select")
+@task(name="select", cache_policy=NO_CACHE)
 def select_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
     result = select(Lake(config.lake), iteration, config.selection, model_id=model.model_id,
@@ -194,7 +197,7 @@ def select_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     return {"kept": result.kept, "candidates": result.candidates, "policy_hash": result.policy_hash}
 
 
-@task(name="finetune")
+@task(name="finetune", cache_policy=NO_CACHE)
 def finetune_task(config: LoopConfig, model: ModelRef, iteration: int) -> ModelRef:
     """Finetune M_{k+1} on the kept samples (reused when the same inputs already made it)."""
     lake = Lake(config.lake)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.report import reports_dir_for
 from schemas.reward_models import RewardModelsConfig
@@ -81,7 +82,7 @@ def labelling_subset(candidates: list[dict], limit: int | None) -> list[dict]:
     return chosen
 
 
-@task(name="sample-and-label")
+@task(name="sample-and-label", cache_policy=NO_CACHE)
 def sample_and_label_task(config: RewardModelsConfig, policy_path: str, policy_id: str) -> dict:
     """Generate train and eval candidates, rule-score them, and label steps Math-Shepherd style."""
     lake, it = Lake(config.lake), config.iteration
@@ -130,7 +131,7 @@ def _train_config(stage: Any) -> RMTrainConfig:
                          warmup_steps=stage.warmup_steps, seed=stage.seed)
 
 
-@task(name="train-reward-models")
+@task(name="train-reward-models", cache_policy=NO_CACHE)
 def train_reward_models_task(config: RewardModelsConfig, policy_id: str) -> dict[str, dict]:
     """Train (or reuse) the ORM on verified train candidates and the PRM on Math-Shepherd labels."""
     lake, it = Lake(config.lake), config.iteration
@@ -161,7 +162,7 @@ def _step_rows(lake: Lake, iteration: int, scorer: str) -> dict[str, dict]:
     return {r["candidate_id"]: r for r in rows}
 
 
-@task(name="score-held-out")
+@task(name="score-held-out", cache_policy=NO_CACHE)
 def score_held_out_task(config: RewardModelsConfig, policy_id: str, models: dict[str, dict]) -> None:
     """Score the held-out candidates with the ORM, the PRM and PRL (reference: the base model)."""
     lake = Lake(config.lake)
