@@ -166,6 +166,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise CommandError("scorer 'prl' needs --reference (the base model folder)")
         options = {"lake": lake, "iteration": args.iteration, "reference_path": args.reference, "eta": args.eta}
     if args.scorer in ("orm", "prm"):
+        from tasks.reward_model import ORM_KIND, PRM_KIND, check_reward_model_folder
+
+        check_reward_model_folder(args.model, ORM_KIND if args.scorer == "orm" else PRM_KIND)
         options = {"model_path": args.model}
     candidates = load_candidates(lake, args.iteration, prompt_split=args.split)
     if not candidates:

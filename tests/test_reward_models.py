@@ -69,6 +69,17 @@ def test_a_causal_lm_or_two_label_folder_is_not_a_reward_model(tiny_model_dir: P
         check_reward_model_folder(two, PRM_KIND)
 
 
+def test_score_command_checks_the_reward_model_folder_first(tiny_model_dir: Path, lake: Lake) -> None:
+    from tests.conftest import run_cli
+
+    missing = run_cli("--lake", str(lake.root), "score", "--scorer", "orm")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "flywheel: error: scorer 'orm' needs --model (the reward model folder)"
+    wrong = run_cli("--lake", str(lake.root), "score", "--scorer", "prm", "--model", str(tiny_model_dir))
+    assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "is not a *ForTokenClassification model (architectures: LlamaForCausalLM)" in wrong.stderr
+
+
 def test_step_ends_point_at_each_steps_last_character(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
