@@ -140,7 +140,7 @@ def train_reward_models_task(config: RewardModelsConfig, policy_id: str) -> dict
     verdicts = score_map(lake, it, "verifier")
     correct = {cid: row["label"] == "correct" for cid, row in verdicts.items()
                if row["label"] in ("correct", "incorrect")}
-    labels = {cid: row["step_scores"] for cid, row in _step_rows(lake, it, "math_shepherd").items()}
+    labels = {cid: row["step_scores"] for cid, row in score_map(lake, it, "math_shepherd").items()}
     out_dir = Path(config.models_dir) / config.run_id
     results = {}
     for name, kind, examples, stage in (
@@ -153,13 +153,6 @@ def train_reward_models_task(config: RewardModelsConfig, policy_id: str) -> dict
                     result.mean_loss_last_10pct, result.seconds)
         results[name] = result.__dict__
     return results
-
-
-def _step_rows(lake: Lake, iteration: int, scorer: str) -> dict[str, dict]:
-    rows = connect(lake).execute(
-        "SELECT candidate_id, value, label, step_scores FROM scores WHERE iteration = ? AND scorer = ?",
-        [iteration, scorer]).to_arrow_table().to_pylist()
-    return {r["candidate_id"]: r for r in rows}
 
 
 @task(name="score-held-out", cache_policy=NO_CACHE)
@@ -179,9 +172,9 @@ def measure(config: RewardModelsConfig, policy_id: str) -> dict:
     held_out = _candidates(config, policy_id, EVAL_SPLIT)
     train = _candidates(config, policy_id, "train")
     verifier = score_map(lake, it, "verifier")
-    truth = _step_rows(lake, it, "step_verifier")
-    orm, prm, prl = score_map(lake, it, "orm"), _step_rows(lake, it, "prm"), _step_rows(lake, it, "prl")
-    shepherd = _step_rows(lake, it, "math_shepherd")
+    truth = score_map(lake, it, "step_verifier")
+    orm, prm, prl = score_map(lake, it, "orm"), score_map(lake, it, "prm"), score_map(lake, it, "prl")
+    shepherd = score_map(lake, it, "math_shepherd")
     answer_correct = {c["candidate_id"] for c in held_out
                       if (verifier.get(c["candidate_id"]) or {}).get("label") == "correct"}
     values = best_of_n_values(held_out, verifier, {"orm": orm}, {"prm": prm}, truth)

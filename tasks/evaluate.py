@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks.generate import GenerationBackend, generate_candidates, generation_hash
@@ -43,7 +43,8 @@ def eval_candidates(lake: Lake, iteration: int, model_id: str, s_hash: str) -> l
 def score_map(lake: Lake, iteration: int, scorer: str) -> dict[str, dict]:
     """scores rows of one scorer in one iteration, by candidate_id."""
     rows = connect(lake).execute(
-        "SELECT candidate_id, value, label, extracted_answer FROM scores WHERE iteration = ? AND scorer = ?",
+        "SELECT candidate_id, value, label, extracted_answer, step_scores FROM scores "
+        "WHERE iteration = ? AND scorer = ?",
         [iteration, scorer]).to_arrow_table().to_pylist()
     return {r["candidate_id"]: r for r in rows}
 
@@ -57,19 +58,22 @@ def metrics_from_lake(lake: Lake, iteration: int, candidates: Sequence[dict], ks
     rms = {name: score_map(lake, iteration, name) for name in rm_scorers}
     groups: dict[str, list[Sample]] = {}
     for c in sorted(candidates, key=lambda c: (c["prompt_id"], c["sample_index"])):
-        verdict = verdicts.get(c["candidate_id"])
-        if verdict is None:
-            raise ValueError(f"candidate {c['candidate_id']} has no verifier score")
-        unparseable = verdict["label"] in (UNPARSEABLE, TIMEOUT)
-        step = steps.get(c["candidate_id"])
-        groups.setdefault(c["prompt_id"], []).append(Sample(
-            answer=None if unparseable else (verdict["extracted_answer"] or ""),
-            correct=verdict["label"] == CORRECT,
-            unparseable=unparseable,
-            all_steps_correct=None if step is None else step["value"] == 1.0,
-            scores={name: (rms[name].get(c["candidate_id"]) or {}).get("value") for name in rm_scorers},
-        ))
+        scores = {name: (rms[name].get(c["candidate_id"]) or {}).get("value") for name in rm_scorers}
+        groups.setdefault(c["prompt_id"], []).append(
+            verified_sample(c["candidate_id"], verdicts, steps.get(c["candidate_id"]), scores))
     return evaluate_groups(groups, ks, seed=seed)
+
+
+def verified_sample(candidate_id: str, verdicts: Mapping[str, dict], step: dict | None,
+                    scores: Mapping[str, float | None]) -> Sample:
+    """A candidate as evaluation sees it: the verifier's verdict, the step verifier's, and scores."""
+    verdict = verdicts.get(candidate_id)
+    if verdict is None:
+        raise ValueError(f"candidate {candidate_id} has no verifier score")
+    unparseable = verdict["label"] in (UNPARSEABLE, TIMEOUT)
+    return Sample(answer=None if unparseable else (verdict["extracted_answer"] or ""),
+                  correct=verdict["label"] == CORRECT, unparseable=unparseable,
+                  all_steps_correct=None if step is None else step["value"] == 1.0, scores=scores)
 
 
 def evaluate_model(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from schemas.generation import PromptFormat
 from tasks.generate import format_prompt, model_id_for, split_steps, step_token_ends, token_char_ends
@@ -135,9 +135,18 @@ class _LearnedScorer:
             ends.append(step_ends)
         return sequences, ends
 
-    def _batches(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+    def _logits(self, sequences: Sequence[Sequence[int]]) -> Iterator[tuple[list[int], Any]]:
+        """(indices, float logits) per batch of similar-length sequences, without gradients."""
+        import torch
+
+        model, tokenizer = self._model()
+        device = next(model.parameters()).device
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # less padding
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                input_ids, attention = pad_batch([sequences[i] for i in batch], tokenizer.pad_token_id)
+                yield batch, model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
 
     def close(self) -> None:
         """Free the model."""
@@ -152,22 +161,13 @@ class ORMScorer(_LearnedScorer):
 
     def score(self, candidates: Sequence[dict]) -> list[dict]:
         """One row per candidate with value = the model's logit."""
-        import torch
-
         from tasks.score import score_row
 
-        if not candidates:
-            return []
-        model, tokenizer = self._model()
         sequences, _ = self._encode(candidates)
         values: list[float] = [0.0] * len(candidates)
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            for batch in self._batches(sequences):
-                input_ids, attention = pad_batch([sequences[i] for i in batch], tokenizer.pad_token_id)
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-                for i, value in zip(batch, logits.float()[:, 0].tolist()):
-                    values[i] = value
+        for batch, logits in self._logits(sequences):
+            for i, value in zip(batch, logits[:, 0].tolist()):
+                values[i] = value
         return [score_row(c, self, value=check_finite(v, c)) for c, v in zip(candidates, values)]
 
 
@@ -183,19 +183,12 @@ class PRMScorer(_LearnedScorer):
 
         from tasks.score import score_row
 
-        if not candidates:
-            return []
-        model, tokenizer = self._model()
         sequences, ends = self._encode(candidates)
         step_scores: list[list[float]] = [[] for _ in candidates]
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            for batch in self._batches(sequences):
-                input_ids, attention = pad_batch([sequences[i] for i in batch], tokenizer.pad_token_id)
-                probs = torch.sigmoid(model(input_ids=input_ids.to(device),
-                                            attention_mask=attention.to(device)).logits.float()[..., 0])
-                for row, i in enumerate(batch):
-                    step_scores[i] = probs[row, ends[i]].tolist() if ends[i] else []
+        for batch, logits in self._logits(sequences):
+            probs = torch.sigmoid(logits[..., 0])
+            for row, i in enumerate(batch):
+                step_scores[i] = probs[row, ends[i]].tolist() if ends[i] else []
         rows = []
         for c, steps in zip(candidates, step_scores):
             rows.append(score_row(c, self, value=None, step_scores=[check_finite(s, c) for s in steps]))

@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from tasks.aggregate import AGGREGATES, aggregate_steps
 from tasks.metrics import MetricValue, Sample, auroc, evaluate_groups
-from tasks.verify import CORRECT, TIMEOUT, UNPARSEABLE
+from tasks.evaluate import verified_sample
+from tasks.verify import CORRECT
 
 
 def _safe_auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -72,10 +73,6 @@ def best_of_n_values(candidates: Sequence[dict], verifier: Mapping[str, dict],
     """
     groups: dict[str, list[Sample]] = {}
     for c in sorted(candidates, key=lambda c: (c["prompt_id"], c["sample_index"])):
-        verdict = verifier.get(c["candidate_id"])
-        if verdict is None:
-            raise ValueError(f"candidate {c['candidate_id']} has no verifier score")
-        unparseable = verdict["label"] in (UNPARSEABLE, TIMEOUT)
         scores: dict[str, float | None] = {}
         for name, rows in scalar.items():
             scores[name] = (rows.get(c["candidate_id"]) or {}).get("value")
@@ -84,11 +81,7 @@ def best_of_n_values(candidates: Sequence[dict], verifier: Mapping[str, dict],
             for how in AGGREGATES:
                 scores[f"{name}:{how}"] = aggregate_steps(steps, how)
         step = (truth or {}).get(c["candidate_id"])
-        groups.setdefault(c["prompt_id"], []).append(Sample(
-            answer=None if unparseable else (verdict["extracted_answer"] or ""),
-            correct=verdict["label"] == CORRECT, unparseable=unparseable,
-            all_steps_correct=None if truth is None or step is None else step["value"] == 1.0,
-            scores=scores))
+        groups.setdefault(c["prompt_id"], []).append(verified_sample(c["candidate_id"], verifier, step, scores))
     n = len(next(iter(groups.values())))
     return evaluate_groups(groups, [n], seed=seed)
 
