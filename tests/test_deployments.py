@@ -1,0 +1,243 @@
+"""prefect.yaml for real: a Prefect server on loopback, a process work pool, `prefect deploy --all`,
+a worker, a manual one-iteration run that writes the lake, and the cron deployment's scheduled runs.
+
+Everything is started in its own process group and stopped at the end, also when a test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from flows.deployments import next_iteration
+from schemas.loop import LoopConfig
+from tasks.demo_task import make_splits
+from tasks.lake import Lake
+from tasks.prompts import demo_prompt_rows, write_prompts
+from tasks.sql import connect
+from tests.conftest import PROJECT_ROOT
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "flywheel"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrefectStack:
+    """A Prefect server, and later a worker, each in its own process group."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": self.api,
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+                    "PREFECT_WORKER_QUERY_SECONDS": "2",
+                    "PYTHONPATH": str(PROJECT_ROOT)}
+        self.env.pop("PREFECT_API_KEY", None)
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "w")
+        process = subprocess.Popen([PREFECT, *args], cwd=PROJECT_ROOT, env=self.env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PREFECT, *args], cwd=PROJECT_ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def request(self, path: str, body: dict | None = None) -> object:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.api + path, data=data, method="GET" if body is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[0].poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(self.logs / 'server.log').read_text()[-2000:]}")
+            try:
+                if self.request("/health") is True:
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"prefect server not healthy after {timeout} s")
+
+    def listening(self) -> list[tuple[str, int]]:
+        """(address, port) of every listening TCP socket of the started process trees."""
+        found = []
+        for process in self.processes:
+            try:
+                tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in tree:
+                try:
+                    found += [(c.laddr.ip, c.laddr.port) for c in proc.net_connections("tcp")
+                              if c.status == psutil.CONN_LISTEN]
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+        return found
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=10)
+
+
+def tiny_run_config(tmp: Path, base: Path) -> Path:
+    lake = Lake(tmp / "lake")
+    lake.root.mkdir(parents=True)
+    write_prompts(lake, demo_prompt_rows(make_splits(24, 8, 8, seed=3)))
+    sampling = {"n": 2, "temperature": 1.0, "max_tokens": 32, "seed": 0}
+    config = {
+        "run_id": "deployed", "lake": str(lake.root), "models_dir": str(tmp / "models"),
+        "base_model": str(base), "rounds": 1, "early_stop": {"enabled": False},
+        "generation": {"engine": {"backend": "hf"}, "sampling": sampling, "chunk_size": 8},
+        "selection": {"name": "best-by-verifier",
+                      "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
+        "finetune": {"epochs": 1, "batch_size": 8},
+        "evaluation": {"sampling": {**sampling, "seed": 5}, "ks": [1, 2]},
+    }
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A server with the pool and every deployment of prefect.yaml, and a worker; stopped at the end."""
+    stack = PrefectStack(tmp_path_factory.mktemp("prefect-real"))
+    try:
+        stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(stack.port),
+                    "--analytics-off")
+        stack.wait_healthy()
+        created = stack.cli("work-pool", "create", POOL, "--type", "process")
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = stack.cli("--no-prompt", "deploy", "--all")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        stack.start("worker", "worker", "start", "--pool", POOL, "--type", "process")
+        yield stack
+    finally:
+        stack.stop()
+    with pytest.raises(OSError):  # nothing is left listening
+        socket.create_connection(("127.0.0.1", stack.port), timeout=2).close()
+
+
+def deployment(stack: PrefectStack, name: str) -> dict:
+    return next(d for d in stack.request("/deployments/filter", {}) if d["name"] == name)
+
+
+def test_prefect_yaml_has_the_three_deployments_and_no_pull_section():
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    assert "pull" not in spec
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert set(by_name) == {"nightly", "one-iteration", "evaluate"}
+    assert all(d["enforce_parameter_schema"] is True for d in by_name.values())
+    assert by_name["nightly"]["schedules"][0]["cron"]
+    assert all(d["work_pool"]["name"] == POOL for d in by_name.values())
+
+
+def test_manual_deployment_runs_one_iteration_through_a_worker(stack, tiny_model_dir, tmp_path):
+    config_path = tiny_run_config(tmp_path, tiny_model_dir)
+    # the server refuses bad parameters before a worker sees them
+    bad = stack.cli("deployment", "run", "flywheel-one-iteration/one-iteration",
+                    "--param", f"config_path={config_path}", "--param", "iteration=-1")
+    assert bad.returncode != 0
+    assert "Validation failed for field 'iteration'" in bad.stdout + bad.stderr
+
+    ran = stack.cli("deployment", "run", "flywheel-one-iteration/one-iteration",
+                    "--param", f"config_path={config_path}", "--param", "iteration=0")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    one = deployment(stack, "one-iteration")
+    deadline, state = time.monotonic() + 600, None
+    while time.monotonic() < deadline:
+        runs = stack.request("/flow_runs/filter", {"deployments": {"id": {"any_": [one["id"]]}}})
+        state = runs[0]["state_type"] if runs else None
+        if state in TERMINAL:
+            break
+        time.sleep(3)
+    worker_log = (stack.logs / "worker.log").read_text()
+    assert state == "COMPLETED", f"flow run ended {state}: {worker_log[-3000:]}"
+
+    config = LoopConfig.model_validate(yaml.safe_load(config_path.read_text()))
+    con = connect(Lake(config.lake))
+    train = con.sql("SELECT count(*) FROM prompts WHERE split = 'train'").fetchone()[0]
+    assert con.sql("SELECT count(*), count(DISTINCT candidate_id) FROM candidates WHERE prompt_id IN "
+                   "(SELECT prompt_id FROM prompts WHERE split = 'train')").fetchone() == (train * 2, train * 2)
+    assert con.sql("SELECT DISTINCT iteration FROM evals WHERE run_id = 'deployed' ORDER BY 1").fetchall() == [(0,), (1,)]
+    assert con.sql("SELECT count(*) FROM models WHERE iteration = 1").fetchone()[0] == 1
+    assert (Path(config.models_dir) / "deployed" / "iter-1" / "config.json").is_file()
+    # the run is complete: the scheduled flow would now have nothing to do
+    assert next_iteration(config) == (None, "all 1 rounds are done")
+
+    # everything the test started listens on loopback only
+    assert stack.listening(), "the server should be listening"
+    assert {ip for ip, _ in stack.listening()} == {"127.0.0.1"}
+
+
+def test_cron_deployment_has_scheduled_runs(stack):
+    nightly = deployment(stack, "nightly")
+    assert nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
+    assert nightly["enforce_parameter_schema"] is True
+    deadline, runs = time.monotonic() + 60, []
+    while time.monotonic() < deadline and not runs:
+        runs = stack.request("/flow_runs/filter", {"deployments": {"id": {"any_": [nightly["id"]]}},
+                                                   "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+        time.sleep(2)
+    assert runs, "the scheduler created no runs for the cron deployment"
+    assert all(r["parameters"] == {"config_path": "configs/demo.yaml"} for r in runs)
+    assert all(r["expected_start_time"].endswith(("T02:00:00Z", "T02:00:00+00:00")) for r in runs)
+
+
+def _evals(lake: Lake, values: dict[int, float]) -> None:
+    for iteration, value in values.items():
+        lake.write("evals", [{"run_id": "r", "iteration": iteration, "model_id": f"m{iteration}", "split": "eval",
+                              "benchmark": "demo-arith", "metric": "pass", "k": 1, "scorer": None, "value": value,
+                              "ci_low": None, "ci_high": None, "n_problems": 8}],
+                   iteration=iteration, shard=f"m{iteration}")
+
+
+@pytest.mark.parametrize("evaluated, early_stop, expected", [
+    ({}, True, 0),                              # nothing yet: round 0
+    ({0: 0.1}, True, 0),                        # M_0 evaluated, round 0 crashed part-way: redo it
+    ({0: 0.1, 1: 0.2}, True, 1),                # round 0 done and improved: round 1
+    ({0: 0.1, 1: 0.2, 2: 0.3}, True, None),     # all 2 rounds done
+    ({0: 0.2, 1: 0.1}, True, None),             # got worse: early stop
+    ({0: 0.2, 1: 0.1}, False, 1),               # ... unless early stopping is off
+])
+def test_next_iteration_of_a_scheduled_run(lake, evaluated, early_stop, expected):
+    _evals(lake, evaluated)
+    config = LoopConfig(run_id="r", lake=str(lake.root), rounds=2, early_stop={"enabled": early_stop})
+    iteration, reason = next_iteration(config)
+    assert iteration == expected, reason
