@@ -24,13 +24,16 @@ from schemas.loop import LoopConfig
 from schemas.policy import policy_hash
 from tasks.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.finetune import finetune_on_selection
-from tasks.generate import LazyBackend, generate_candidates, generation_hash, model_id_for
+from tasks.generate import LazyBackend, generate_candidates, generation_chunks, generation_hash, model_id_for
 from tasks.lake import Lake
-from tasks.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
+from tasks.runners import group_units, run_shards
+from tasks.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, prompt_chunks,
+                         score_candidates)
 from tasks.select import select
 from tasks.sql import connect
 
 logger = logging.getLogger("flywheel.iteration")
+SCORE_CHUNK = 4096  # candidates per scores shard (whole prompt groups)
 
 
 @dataclass
@@ -149,41 +152,89 @@ def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iter
     return v
 
 
-@task(name="generate", cache_policy=NO_CACHE)
-def generate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict:
-    """Sample candidates from the model on this round's train prompts (resuming)."""
-    lake = Lake(config.lake)
-    prompts = train_prompts(lake, config, iteration)
+@task(name="generate-shard", cache_policy=NO_CACHE)
+def generate_shard_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int,
+                        prompts: list[dict]) -> dict:
+    """Sample candidates for one shard of the round's train prompts (resuming).
+
+    On a Dask or Ray worker `engine` is a copy: it starts its own engine and stops it at the end.
+    """
     g = config.generation
-    report = generate_candidates(lake, engine, prompts, model_id=model.model_id, iteration=iteration,
-                                 sampling=g.sampling, fmt=g.format, chunk_size=g.chunk_size,
-                                 step_separator=g.step_separator)
-    _log().info("generate: %d prompts, %d candidates written, %d/%d chunks already done, %.1f s",
-                report.prompts, report.candidates_written, report.chunks_skipped, report.chunks_total,
-                report.seconds)
-    return {"prompts": report.prompts, "written": report.candidates_written,
-            "candidates": report.prompts * g.sampling.n, "tokens": report.tokens}
+    try:
+        report = generate_candidates(Lake(config.lake), engine, prompts, model_id=model.model_id,
+                                     iteration=iteration, sampling=g.sampling, fmt=g.format,
+                                     chunk_size=g.chunk_size, step_separator=g.step_separator)
+    finally:
+        if engine.is_copy:
+            engine.close()
+    return {"prompts": report.prompts, "written": report.candidates_written, "tokens": report.tokens,
+            "chunks": report.chunks_total, "chunks_skipped": report.chunks_skipped}
 
 
-@task(name="score", cache_policy=NO_CACHE)
-def score_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
-    """Run every rule scorer on the model's candidates of this iteration (resuming)."""
+def generate_stage(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict:
+    """Sample from the model on this round's train prompts, mapped over prompt shards."""
+    started = time.perf_counter()
+    g = config.generation
+    chunks = generation_chunks(train_prompts(Lake(config.lake), config, iteration), g.chunk_size)
+    shards = group_units(chunks, config.runner.shard_count)
+    if config.runner.kind != "threads":
+        engine.close()  # the workers start their own engines; free this one's memory first
+    reports = run_shards(generate_shard_task, config.runner,
+                         [{"config": config, "engine": engine, "model": model, "iteration": iteration,
+                           "prompts": shard} for shard in shards])
+    total = {key: sum(r[key] for r in reports) for key in reports[0]}
+    _log().info("generate: %d prompts in %d shard(s), %d candidates written, %d/%d chunks already done, "
+                "%.1f s", total["prompts"], len(shards), total["written"], total["chunks_skipped"],
+                total["chunks"], time.perf_counter() - started)
+    return {**total, "candidates": total["prompts"] * g.sampling.n, "shards": len(shards)}
+
+
+def round_scorers(config: LoopConfig, iteration: int) -> list[Any]:
+    """The scorers every candidate of a round gets, in order (PRL reads the verifier's rows)."""
+    scorers = make_scorers(config)
+    if config.scoring.prl_eta is not None:
+        scorers.append(PRLScorer(Lake(config.lake), iteration, config.base_model, config.scoring.prl_eta,
+                                 config.generation.format))
+    return scorers
+
+
+@task(name="score-shard", cache_policy=NO_CACHE)
+def score_shard_task(config: LoopConfig, model: ModelRef, iteration: int, prompt_ids: list[str]) -> dict[str, dict]:
+    """Run every rule scorer on the candidates of one shard of prompts (resuming)."""
     lake = Lake(config.lake)
     candidates = load_candidates(lake, iteration, model_id=model.model_id, prompt_split="train",
-                                 sampling_hash=round_sampling_hash(config))
-    out = {}
-    scorers = make_scorers(config)
-    if config.scoring.prl_eta is not None:  # after the verifier: PRL reads its outcome rewards
-        scorers.append(PRLScorer(lake, iteration, config.base_model, config.scoring.prl_eta,
-                                 config.generation.format))
-    for scorer in scorers:
+                                 sampling_hash=round_sampling_hash(config), prompt_ids=prompt_ids)
+    out: dict[str, dict] = {}
+    for scorer in round_scorers(config, iteration):
         try:
-            report = score_candidates(lake, scorer, candidates, iteration)
+            report = score_candidates(lake, scorer, candidates, iteration, chunk_size=SCORE_CHUNK)
         finally:
             scorer.close()
-        out[scorer.name] = report.labels
-        _log().info("score %s: %d scored, %d already scored, labels %s", scorer.name, report.scored,
-                    report.skipped, json.dumps(report.labels))
+        out[scorer.name] = {"scored": report.scored, "skipped": report.skipped, "labels": report.labels}
+    return out
+
+
+def score_stage(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
+    """Score the model's candidates of this iteration, mapped over shards of whole prompt groups."""
+    started = time.perf_counter()
+    candidates = load_candidates(Lake(config.lake), iteration, model_id=model.model_id,
+                                 prompt_split="train", sampling_hash=round_sampling_hash(config))
+    chunks = [sorted({c["prompt_id"] for c in chunk}) for chunk in prompt_chunks(candidates, SCORE_CHUNK)]
+    shards = group_units(chunks, config.runner.shard_count)
+    out: dict[str, dict] = {}
+    for report in run_shards(score_shard_task, config.runner,
+                             [{"config": config, "model": model, "iteration": iteration, "prompt_ids": shard}
+                              for shard in shards]):
+        for name, part in report.items():
+            total = out.setdefault(name, {"scored": 0, "skipped": 0, "labels": {}})
+            total["scored"] += part["scored"]
+            total["skipped"] += part["skipped"]
+            for label, count in part["labels"].items():
+                total["labels"][label] = total["labels"].get(label, 0) + count
+    for name, total in out.items():
+        _log().info("score %s: %d scored, %d already scored in %d shard(s), labels %s, %.1f s", name,
+                    total["scored"], total["skipped"], len(shards), json.dumps(total["labels"]),
+                    time.perf_counter() - started)
     return out
 
 
@@ -229,10 +280,10 @@ def run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None
         return value
 
     result.evals[model.model_id] = timed("evaluate", evaluate_task, config, engine, model, iteration)
-    gen = timed("generate", generate_task, config, engine, model, iteration)
+    gen = timed("generate", generate_stage, config, engine, model, iteration)
     result.prompts, result.candidates = gen["prompts"], gen["candidates"]
     engine.close()  # free the engine's memory before training
-    timed("score", score_task, config, model, iteration)
+    timed("score", score_stage, config, model, iteration)
     result.kept = timed("select", select_task, config, model, iteration)["kept"]
     new_model = timed("finetune", finetune_task, config, model, iteration)
     result.model_out = new_model

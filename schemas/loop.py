@@ -9,6 +9,7 @@ from schemas.bootstrap import BootstrapConfig
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
 from schemas.policy import SelectionPolicy, preset
 from schemas.prompt_source import PromptSourceConfig
+from schemas.runner import TaskRunnerConfig
 
 
 class GenerationStage(Strict):
@@ -91,6 +92,7 @@ class LoopConfig(Strict):
     selection: SelectionPolicy = Field(default_factory=lambda: preset("all_steps_correct"))
     finetune: FinetuneStage = FinetuneStage()
     evaluation: EvalStage = EvalStage()
+    runner: TaskRunnerConfig = TaskRunnerConfig()  # where generation and scoring shards run
 
     @field_validator("selection", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import os
+import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -381,6 +382,16 @@ class LazyBackend:
         self.model_path, self.engine = model_path, engine
         self.name = engine.backend
         self._backend: GenerationBackend | None = None
+        self._lock = threading.RLock()  # shards on threads share one engine, one call at a time
+        self.is_copy = False
+
+    def __getstate__(self) -> dict:
+        """Sent to another process (a Dask or Ray worker): the recipe, never the running engine."""
+        return {"model_path": self.model_path, "engine": self.engine, "name": self.name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._backend, self._lock, self.is_copy = None, threading.RLock(), True
 
     @property
     def started(self) -> bool:
@@ -389,10 +400,11 @@ class LazyBackend:
 
     def get(self) -> GenerationBackend:
         """The running backend, starting it if needed."""
-        if self._backend is None:
-            LazyBackend.starts += 1
-            self._backend = BACKENDS[self.engine.backend](self.model_path, self.engine)
-        return self._backend
+        with self._lock:
+            if self._backend is None:
+                LazyBackend.starts += 1
+                self._backend = BACKENDS[self.engine.backend](self.model_path, self.engine)
+            return self._backend
 
     @property
     def tokenizer(self) -> Any:
@@ -402,13 +414,15 @@ class LazyBackend:
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
                  seeds: Sequence[int]) -> list[list[Completion]]:
         """Generate through the (started) backend."""
-        return self.get().generate(prompts, sampling, seeds)
+        with self._lock:
+            return self.get().generate(prompts, sampling, seeds)
 
     def close(self) -> None:
         """Stop the engine if it was started."""
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -498,6 +512,14 @@ def generation_hash(sampling: SamplingConfig, fmt: PromptFormat, step_separator:
                               "step_separator": step_separator})
 
 
+def generation_chunks(prompts: Sequence[dict], chunk_size: int) -> list[list[dict]]:
+    """Distinct prompts in prompt_id order, cut into the chunks that are generated and written together."""
+    if chunk_size < 1:
+        raise GenerationError(f"chunk_size must be at least 1, got {chunk_size}")
+    ordered = sorted({p["prompt_id"]: p for p in prompts}.values(), key=lambda p: p["prompt_id"])
+    return [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+
+
 def generate_candidates(
     lake: Lake,
     backend: GenerationBackend,
@@ -518,13 +540,10 @@ def generate_candidates(
     """
     if not prompts:
         raise GenerationError("no prompts to generate for")
-    if chunk_size < 1:
-        raise GenerationError(f"chunk_size must be at least 1, got {chunk_size}")
     started = time.perf_counter()
     s_hash = generation_hash(sampling, fmt, step_separator)
-    ordered = sorted({p["prompt_id"]: p for p in prompts}.values(), key=lambda p: p["prompt_id"])
+    chunks = generation_chunks(prompts, chunk_size)
     existing = {k[0] for k in lake.existing_keys("candidates", iteration, ["candidate_id"])}
-    chunks = [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     written = skipped = tokens = 0
     engine_seconds = 0.0
     # A lazily started backend starts only when a chunk needs it (plain prompts need no tokenizer).
@@ -559,6 +578,6 @@ def generate_candidates(
         if progress:
             progress(number + 1, len(chunks))
         logger.info("chunk %d/%d: %d candidates", number + 1, len(chunks), len(rows))
-    return GenerateReport(prompts=len(ordered), candidates_written=written, chunks_total=len(chunks),
+    return GenerateReport(prompts=sum(len(c) for c in chunks), candidates_written=written, chunks_total=len(chunks),
                           chunks_skipped=skipped, tokens=tokens,
                           seconds=time.perf_counter() - started, engine_seconds=engine_seconds)

@@ -172,9 +172,10 @@ def make_scorer(name: str, **options: Any) -> Any:
 
 
 def load_candidates(lake: Lake, iteration: int, model_id: str | None = None,
-                    prompt_split: str | None = None, sampling_hash: str | None = None) -> list[dict]:
+                    prompt_split: str | None = None, sampling_hash: str | None = None,
+                    prompt_ids: Sequence[str] | None = None) -> list[dict]:
     """An iteration's candidates joined with their prompts (problem, reference answer), by id,
-    optionally only one model's, one split's and one sampling config's."""
+    optionally only one model's, one split's, one sampling config's and some prompts'."""
     con = connect(lake)
     where = ["c.iteration = ?"]
     params: list[Any] = [iteration]
@@ -187,6 +188,9 @@ def load_candidates(lake: Lake, iteration: int, model_id: str | None = None,
     if sampling_hash is not None:
         where.append("c.sampling_hash = ?")
         params.append(sampling_hash)
+    if prompt_ids is not None:
+        where.append("c.prompt_id IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(prompt_ids))
     cols = ", ".join(f"c.{c}" for c in CANDIDATE_COLUMNS[:-2]) + ", p.problem, p.reference_answer"
     sql = (f"SELECT {cols} FROM candidates c JOIN prompts p USING (prompt_id) "
            f"WHERE {' AND '.join(where)} ORDER BY c.prompt_id, c.sample_index")

@@ -1,0 +1,94 @@
+"""Task runners as a setting: generation and scoring mapped over prompt shards give the same rows
+on threads (one shard) and on a two-worker Dask LocalCluster (two shards, one engine per worker)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from flows.iteration import generate_stage, model_for_round, score_stage
+from schemas.config import ConfigError, parse_config
+from schemas.loop import LoopConfig
+from schemas.runner import TaskRunnerConfig
+from tasks.demo_task import make_splits
+from tasks.generate import LazyBackend
+from tasks.lake import Lake
+from tasks.prompts import demo_prompt_rows, write_prompts
+from tasks.runners import group_units
+from tasks.sql import connect
+
+
+def test_group_units_keeps_units_whole_and_in_order():
+    units = [[1, 2], [3], [4, 5, 6], [7], [8]]
+    assert group_units(units, 1) == [[1, 2, 3, 4, 5, 6, 7, 8]]
+    assert group_units(units, 2) == [[1, 2, 3, 4, 5, 6], [7, 8]]
+    assert group_units(units, 3) == [[1, 2, 3], [4, 5, 6, 7], [8]]
+    assert group_units(units, 9) == [[1, 2], [3], [4, 5, 6], [7], [8]]
+    assert group_units([], 2) == []
+    with pytest.raises(ValueError, match="shards must be at least 1"):
+        group_units(units, 0)
+
+
+def test_runner_settings_are_validated():
+    assert TaskRunnerConfig().shard_count == 1
+    assert TaskRunnerConfig(kind="dask", workers=3).shard_count == 3
+    assert TaskRunnerConfig(kind="ray", workers=3, shards=5).shard_count == 5
+    with pytest.raises(ConfigError, match="runner.kind"):
+        parse_config({"run_id": "r", "runner": {"kind": "spark"}}, LoopConfig)
+    with pytest.raises(ConfigError, match="address is for dask or ray"):
+        parse_config({"run_id": "r", "runner": {"address": "tcp://127.0.0.1:8786"}}, LoopConfig)
+
+
+def stage_config(root: Path, base: Path, runner: dict) -> LoopConfig:
+    lake = Lake(root / "lake")
+    lake.root.mkdir(parents=True)
+    write_prompts(lake, demo_prompt_rows(make_splits(8, 20, 4, seed=7)))
+    return parse_config({
+        "run_id": "runners", "lake": str(lake.root), "models_dir": str(root / "models"),
+        "base_model": str(base), "runner": runner, "scoring": {"prl_eta": 1.0},
+        "generation": {"engine": {"backend": "hf"}, "chunk_size": 4,
+                       "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 24, "seed": 0}},
+    }, LoopConfig)
+
+
+@flow(name="generate-and-score")
+def generate_and_score(config: LoopConfig) -> dict:
+    model = model_for_round(config, 0)
+    engine = LazyBackend(model.path, config.generation.engine)
+    try:
+        generated = generate_stage(config, engine, model, 0)
+    finally:
+        engine.close()
+    return {"generated": generated, "scored": score_stage(config, model, 0)}
+
+
+def table_rows(lake: Lake, table: str, order: str) -> list[tuple]:
+    return connect(lake).sql(f"SELECT * EXCLUDE (iteration) FROM {table} ORDER BY {order}").fetchall()
+
+
+@pytest.fixture(scope="module")
+def on_threads(prefect_harness, tiny_model_dir, tmp_path_factory):
+    """The stages on the default runner: the rows every other runner must reproduce."""
+    config = stage_config(tmp_path_factory.mktemp("threads"), tiny_model_dir, {"kind": "threads"})
+    return config, generate_and_score(config)
+
+
+@pytest.mark.parametrize("kind", ["dask", "ray"])
+def test_a_local_cluster_writes_the_same_rows_as_threads(on_threads, kind, tiny_model_dir, tmp_path):
+    threads, threads_result = on_threads
+    cluster = stage_config(tmp_path, tiny_model_dir, {"kind": kind, "workers": 2})
+    starts = LazyBackend.starts
+    result = generate_and_score(cluster)
+    assert LazyBackend.starts == starts, f"on {kind} the engines start in the worker processes"
+    assert (threads_result["generated"]["shards"], result["generated"]["shards"]) == (1, 2)
+    assert threads_result["generated"]["written"] == result["generated"]["written"] == 20 * 3
+    assert threads_result["scored"] == result["scored"]
+    assert set(result["scored"]) == {"verifier", "step_verifier", "prl"}
+    a, b = Lake(threads.lake), Lake(cluster.lake)
+    assert table_rows(a, "candidates", "candidate_id") == table_rows(b, "candidates", "candidate_id")
+    assert table_rows(a, "scores", "candidate_id, scorer") == table_rows(b, "scores", "candidate_id, scorer")
+    # five chunks of four prompts: one shard of five chunks on threads, two shards (3 + 2) on the
+    # cluster; the same chunk files either way
+    names = lambda lake: sorted(p.name for p in lake.shards("candidates"))  # noqa: E731
+    assert names(a) == names(b) and len(names(a)) == 5
