@@ -202,6 +202,23 @@ def cmd_reward_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_best_of_n(args: argparse.Namespace) -> int:
+    """Sample N answers per prompt, pick one by every reference-free method, print accuracy beside cost."""
+    from flows.best_of_n import best_of_n_flow
+    from schemas.best_of_n import BestOfNConfig
+    from schemas.config import load_config
+
+    config = load_config(args.config, BestOfNConfig) if args.config else BestOfNConfig()
+    if args.lake_override:
+        config = config.model_copy(update={"lake": args.lake_override})
+    result = best_of_n_flow(config)
+    print(result["table"])
+    for method, why in result["skipped"].items():
+        print(f"skipped {method}: {why}")
+    print(f"picks: {result['picks']} rows; report: {result['report']}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The loop: bootstrap if configured, then R rounds."""
     from flows.self_improve import self_improve_flow
@@ -323,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     rms = sub.add_parser("reward-models", help="train the ORM and PRM and report how well they rank samples")
     rms.add_argument("--config", help="YAML RewardModelsConfig (default: built-in defaults)")
     rms.set_defaults(func=cmd_reward_models)
+
+    bon = sub.add_parser("best-of-n", help="sample N per prompt, pick one by each reward-guided method, "
+                                           "report accuracy and cost")
+    bon.add_argument("--config", help="YAML BestOfNConfig (default: built-in defaults)")
+    bon.set_defaults(func=cmd_best_of_n)
 
     run = sub.add_parser("run", help="run the self-improvement loop from a YAML config")
     run.add_argument("--config", required=True)

@@ -1,10 +1,10 @@
 """The single source of table and column names: one module per lake table."""
-from schemas import candidates, comparisons, evals, models, prompts, scores, selections
+from schemas import candidates, comparisons, evals, models, picks, prompts, scores, selections
 from schemas.base import SchemaError, TableSpec
 
 TABLES: dict[str, TableSpec] = {
     module.SPEC.name: module.SPEC
-    for module in (prompts, candidates, scores, comparisons, selections, models, evals)
+    for module in (prompts, candidates, scores, comparisons, selections, models, evals, picks)
 }
 
 

@@ -1,4 +1,8 @@
-"""comparisons: one pairwise judgment. Key: (prompt_id, a_id, b_id, judge, vote).
+"""comparisons: one pairwise judgment. Key: (prompt_id, a_id, b_id, judge, tournament, vote).
+
+`tournament` ('knockout' or 'elo') is part of the key: the same judge may compare the same pair
+with the same vote number in both tournaments, and those are two judgments (version 2; version 1
+left it out, so knockout and ELO rows of one judge collided).
 
 `first_id` is the candidate shown as response 1; `verdict` is 'a', 'b' or 'unparseable';
 `winner_id` is null when unparseable.
@@ -9,8 +13,8 @@ from schemas.base import TableSpec
 
 SPEC = TableSpec(
     name="comparisons",
-    version=1,
-    key=("prompt_id", "a_id", "b_id", "judge", "vote"),
+    version=2,
+    key=("prompt_id", "a_id", "b_id", "judge", "tournament", "vote"),
     schema=pa.schema(
         [
             pa.field("prompt_id", pa.string(), nullable=False),

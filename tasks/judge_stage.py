@@ -2,9 +2,11 @@
 
 Every judgment is a row in comparisons; every candidate gets a scores row (scorer `judge` by
 default; value = knockout round reached or ELO rating). Prompts whose candidates all have that
-scorer's row are skipped (resume); the rows of a chunk of prompts are written together, comparisons
-first, so a crash between the two writes leaves comparisons whose scores are redone on rerun, with
-the same ids (comparison shards are named by content and overwritten, never duplicated).
+scorer's row are skipped (resume); a row of that scorer from another tournament (judge, method, k
+or seed) is an error naming the candidate, never a silent skip, so a knockout and an ELO ranking
+need two scorer names. The rows of a chunk of prompts are written together, comparisons first, so
+a crash between the two writes leaves comparisons whose scores are redone on rerun, with the same
+ids (comparison shards are named by content and overwritten, never duplicated).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def judge_candidates(lake: Lake, judge: Judge, candidates: Sequence[dict], itera
     if method not in METHODS:
         raise ValueError(f"unknown tournament method {method!r} (methods: {', '.join(METHODS)})")
     started = time.perf_counter()
-    done = {cid for cid, name in lake.existing_keys("scores", iteration) if name == scorer}
+    done = _already_ranked(lake, candidates, iteration, scorer, judge_name, judge_version, method, votes_k, seed)
     groups: dict[str, list[dict]] = {}
     for c in sorted(candidates, key=lambda c: (c["prompt_id"], c["sample_index"])):
         groups.setdefault(c["prompt_id"], []).append(c)
@@ -73,3 +75,28 @@ def _tournament(method: str, prompt_id: str, group: Sequence[dict], judge: Judge
     texts = {c["candidate_id"]: c["text"] for c in group}
     return METHODS[method](prompt_id, [c["candidate_id"] for c in group], texts, group[0]["problem"], judge,
                            votes_k=votes_k, seed=seed)
+
+
+def same_tournament(version: str, judge_name: str, judge_version: str, method: str, votes_k: int,
+                    seed: int) -> bool:
+    """Whether a judge scores row's scorer_version (`tasks.tournament.scorer_version`:
+    judge@version/method/k=K/params) comes from this judge, method, k and seed."""
+    parts = version.split("/")
+    return (parts[:3] == [f"{judge_name}@{judge_version}", method, f"k={votes_k}"]
+            and f"seed={seed}" in parts[3:])
+
+
+def _already_ranked(lake: Lake, candidates: Sequence[dict], iteration: int, scorer: str, judge_name: str,
+                    judge_version: str, method: str, votes_k: int, seed: int) -> set[str]:
+    """Candidates that already have this scorer's row from this tournament; another tournament's is an error."""
+    wanted = {c["candidate_id"] for c in candidates}
+    versions = {cid: version for cid, name, version in
+                lake.existing_keys("scores", iteration, ["candidate_id", "scorer", "scorer_version"])
+                if name == scorer and cid in wanted}
+    stale = sorted(cid for cid, version in versions.items()
+                   if not same_tournament(version, judge_name, judge_version, method, votes_k, seed))
+    if stale:
+        raise ValueError(f"candidate {stale[0]} already has a {scorer!r} score from another tournament "
+                         f"({versions[stale[0]]!r}), not {method} with k={votes_k}, seed={seed} by "
+                         f"{judge_name}@{judge_version}: use another scorer name, iteration or lake")
+    return set(versions)

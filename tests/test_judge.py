@@ -221,3 +221,32 @@ def test_oracle_judge_prefers_correct_then_tie_rule_and_counts_calls() -> None:
         consistent.judge_batch([JudgeRequest("q", "a", "b")], [0])
     with pytest.raises(JudgeError, match="unknown oracle tie_break 'coin'"):
         OracleJudge(labels, tie_break="coin")  # type: ignore[arg-type]
+
+
+# -- the judge stage: knockout and ELO of one judge side by side ----------------------------------
+def test_knockout_and_elo_rows_of_one_judge_have_distinct_keys_and_a_stale_scorer_is_refused(tmp_path) -> None:
+    from schemas import table_spec
+    from tasks.judge_stage import judge_candidates
+    from tasks.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    candidates = [{"candidate_id": f"c{i}", "prompt_id": "p", "sample_index": i, "text": f"answer {i}",
+                   "problem": "q"} for i in range(4)]
+    oracle = OracleJudge({"c0": False, "c1": True, "c2": False, "c3": True})
+    for method in ("knockout", "elo"):
+        judge_candidates(lake, oracle, candidates, 0, method=method, scorer=f"judge_{method}")
+    rows = lake.read("comparisons").to_pylist()
+    assert len(rows) == 3 + 6  # n - 1 knockout matches, n(n-1)/2 ELO pairs, one vote each
+    key = table_spec("comparisons").key
+    assert "tournament" in key and len({tuple(r[k] for k in key) for r in rows}) == len(rows)
+    old_key = ("prompt_id", "a_id", "b_id", "judge", "vote")
+    assert len({tuple(r[k] for k in old_key) for r in rows}) < len(rows)  # what version 1 conflated
+    # rerun: both rankings are found, nothing is judged again
+    calls = oracle.calls
+    again = judge_candidates(lake, oracle, candidates, 0, method="elo", scorer="judge_elo")
+    assert again.prompts_skipped == 1 and oracle.calls == calls
+    # the same scorer name from the other tournament, or another k: an error, never a silent skip
+    with pytest.raises(ValueError, match="candidate c0 already has a 'judge_knockout' score from another tournament"):
+        judge_candidates(lake, oracle, candidates, 0, method="elo", scorer="judge_knockout")
+    with pytest.raises(ValueError, match="not elo with k=3"):
+        judge_candidates(lake, oracle, candidates, 0, method="elo", votes_k=3, scorer="judge_elo")

@@ -7,7 +7,7 @@ from schemas.evals import METRICS
 
 def test_every_design_table_has_a_versioned_schema():
     assert set(TABLES) == {"prompts", "candidates", "scores", "comparisons", "selections",
-                           "models", "evals"}
+                           "models", "evals", "picks"}
     for spec in TABLES.values():
         assert spec.version >= 1
         assert set(spec.key) <= set(spec.columns)
