@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: setup setup-gpu demo test bench clean-venv
+.PHONY: setup setup-gpu demo test chaos bench clean-venv
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
+
+# The long reliability run: kill -9 at 24 random points (FLYWHEEL_CHAOS_POINTS, FLYWHEEL_CHAOS_SEED).
+chaos: setup
+	@$(PY) -m pytest tests/reliability -m chaos $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
 
 bench: setup

@@ -14,9 +14,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import duckdb
 
+from flows.errors import StageFailed
 from schemas import SchemaError
 from tasks.generate import GenerationError
 from tasks.lake import Lake, LakeError, default_lake_root
+from tasks.lock import LockBusy
 from tasks.ref_logprobs import ReferenceModelError
 from tasks.reward_model import RewardModelError
 from tasks.sql import connect, write_views_file
@@ -24,7 +26,11 @@ from tasks.sql import connect, write_views_file
 # Errors that are the user's input, reported as one line with a non-zero exit.
 USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.Error, ValueError,
                                                 FileNotFoundError, GenerationError, ReferenceModelError,
-                                                RewardModelError)
+                                                RewardModelError, StageFailed, LockBusy)
+
+
+# subcommands that run Prefect flows (their log lines go to stdout)
+FLOW_COMMANDS = {"bootstrap", "reward-models", "best-of-n", "run", "iterate", "eval", "demo", "report"}
 
 
 class CommandError(RuntimeError):
@@ -372,6 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flow_logs_to_stdout() -> None:
+    """Prefect's console log lines go to stdout, so stderr holds only progress bars and the one
+    error line of a failed command (the full traceback stays in the flow run's log)."""
+    import logging
+
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()
+
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in logging.root.manager.loggerDict)]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
+                if hasattr(handler, "console"):  # Prefect's handler prints through a rich Console
+                    handler.console.file = sys.stdout
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flywheel` console command; returns the exit code."""
     parser = build_parser()
@@ -381,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.lake_override = args.lake if "--lake" in argv else None
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if args.command in FLOW_COMMANDS:
+            _flow_logs_to_stdout()
         return func(args)
     except (CommandError, *USER_ERRORS) as error:
         if os.environ.get("FLYWHEEL_DEBUG"):

@@ -20,12 +20,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.errors import StageFailed
 from schemas.loop import LoopConfig
 from schemas.policy import policy_hash
 from tasks.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.finetune import finetune_on_selection
 from tasks.generate import LazyBackend, generate_candidates, generation_chunks, generation_hash, model_id_for
 from tasks.lake import Lake
+from tasks.lock import iteration_lock
+from tasks.progress import progress_bar
 from tasks.runners import group_units, run_shards
 from tasks.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, prompt_chunks,
                          score_candidates)
@@ -33,7 +36,6 @@ from tasks.select import select
 from tasks.sql import connect
 
 logger = logging.getLogger("flywheel.iteration")
-SCORE_CHUNK = 4096  # candidates per scores shard (whole prompt groups)
 
 
 @dataclass
@@ -161,9 +163,11 @@ def generate_shard_task(config: LoopConfig, engine: LazyBackend, model: ModelRef
     """
     g = config.generation
     try:
-        report = generate_candidates(Lake(config.lake), engine, prompts, model_id=model.model_id,
-                                     iteration=iteration, sampling=g.sampling, fmt=g.format,
-                                     chunk_size=g.chunk_size, step_separator=g.step_separator)
+        with progress_bar(f"generate iteration {iteration}", len(prompts), "prompt") as bar:
+            report = generate_candidates(
+                Lake(config.lake), engine, prompts, model_id=model.model_id, iteration=iteration,
+                sampling=g.sampling, fmt=g.format, chunk_size=g.chunk_size, step_separator=g.step_separator,
+                progress=lambda done, total: bar.to(min(len(prompts), done * g.chunk_size)))
     finally:
         if engine.is_copy:
             engine.close()
@@ -207,7 +211,7 @@ def score_shard_task(config: LoopConfig, model: ModelRef, iteration: int, prompt
     out: dict[str, dict] = {}
     for scorer in round_scorers(config, iteration):
         try:
-            report = score_candidates(lake, scorer, candidates, iteration, chunk_size=SCORE_CHUNK)
+            report = score_candidates(lake, scorer, candidates, iteration, chunk_size=config.scoring.chunk_size)
         finally:
             scorer.close()
         out[scorer.name] = {"scored": report.scored, "skipped": report.skipped, "labels": report.labels}
@@ -219,7 +223,7 @@ def score_stage(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     started = time.perf_counter()
     candidates = load_candidates(Lake(config.lake), iteration, model_id=model.model_id,
                                  prompt_split="train", sampling_hash=round_sampling_hash(config))
-    chunks = [sorted({c["prompt_id"] for c in chunk}) for chunk in prompt_chunks(candidates, SCORE_CHUNK)]
+    chunks = [sorted({c["prompt_id"] for c in chunk}) for chunk in prompt_chunks(candidates, config.scoring.chunk_size)]
     shards = group_units(chunks, config.runner.shard_count)
     out: dict[str, dict] = {}
     for report in run_shards(score_shard_task, config.runner,
@@ -264,8 +268,19 @@ def finetune_task(config: LoopConfig, model: ModelRef, iteration: int) -> ModelR
 
 def run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None = None,
                   keep_engine: bool = False) -> tuple[RoundResult, LazyBackend | None]:
-    """Round `iteration` (tasks of the current flow run); returns the result and, if asked,
-    the still-running engine over the new model for the next round."""
+    """Round `iteration` (tasks of the current flow run), holding the lake's lock for it; returns
+    the result and, if asked, the still-running engine over the new model for the next round."""
+    try:
+        with iteration_lock(config.lake, iteration):
+            return _run_iteration(config, iteration, engine, keep_engine)
+    except BaseException:
+        if engine is not None:
+            engine.close()
+        raise
+
+
+def _run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None,
+                   keep_engine: bool) -> tuple[RoundResult, LazyBackend | None]:
     model = model_for_round(config, iteration)
     if engine is None or engine.model_path != Path(model.path):
         if engine is not None:
@@ -275,8 +290,15 @@ def run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None
 
     def timed(name: str, fn, *args):
         t0 = time.perf_counter()
-        value = fn(*args)
+        try:
+            value = fn(*args)
+        except Exception as error:  # noqa: BLE001 - named, logged and raised again below
+            seconds = time.perf_counter() - t0
+            failure = StageFailed(iteration, name, error)
+            _log().error("%s (after %.1f s)", failure, seconds)
+            raise failure from error
         result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - t0
+        _log().info("iteration %d: stage %s done in %.1f s", iteration, name, result.seconds[name])
         return value
 
     result.evals[model.model_id] = timed("evaluate", evaluate_task, config, engine, model, iteration)

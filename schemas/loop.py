@@ -32,6 +32,7 @@ class ScoringStage(Strict):
     workers: int = Field(2, ge=1)
     step_verifier: bool = True  # the demo task's process-level rule verifier
     prl_eta: float | None = Field(None, gt=0)  # set to compute PRL process values (scorer "prl")
+    chunk_size: int = Field(4096, ge=1)  # candidates per scores shard (whole prompt groups)
 
 
 class FinetuneStage(Strict):

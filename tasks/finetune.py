@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from tasks.faults import crash_point
+from tasks.progress import progress_bar
+
 if TYPE_CHECKING:
     import torch
 
@@ -181,6 +184,7 @@ def train(
         scheduler.step()
         if accelerator.is_main_process:
             _report(step + 1, total_steps, losses[-1], config, progress)
+        crash_point("finetune-step")
     _finish(accelerator, prepared, config).eval()
     tail = losses[-max(1, len(losses) // 10):]
     return TrainResult(
@@ -403,6 +407,7 @@ def save_checkpoint(model, tokenizer, output: Path, title: str, card: dict) -> P
     write_model_card(staging, title, card)
     shutil.rmtree(output, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
+    crash_point("save-checkpoint")
     staging.rename(output)
     return output.resolve()
 
@@ -431,6 +436,10 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     output = Path(output)
     card_path = output / "flywheel_card.json"
     if card_path.is_file() and json.loads(card_path.read_text()).get("model_id") == model_id:
+        card = json.loads(card_path.read_text())
+        if not lake.existing_keys("models", iteration + 1, ["model_id"]) >= {(model_id,)}:
+            # a crash between saving the checkpoint and registering it: register it now
+            _register_model(lake, card, output)
         return output.resolve(), model_id, True
 
     tokenizer = AutoTokenizer.from_pretrained(start_path)
@@ -438,7 +447,12 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     examples = [Example(format_prompt(r["problem"], fmt, tokenizer), r["text"],
                         float(r["weight"]) if stage.use_weights else 1.0) for r in rows]
     config = train_config_for_stage(stage)
-    result = train(model, tokenizer, examples, config)
+    with progress_bar(f"finetune iteration {iteration}", None, "step") as bar:
+        def report(step: int, total: int, loss: float) -> None:
+            if bar.done == 0:
+                bar.set_total(total)
+            bar.to(step, loss=loss)
+        result = train(model, tokenizer, examples, config, progress=report)
     card = {
         "model_id": model_id, "kind": "finetuned", "parent_id": source_model_id, "start_model_id": start_model_id,
         "iteration": iteration + 1, "selection_hash": policy_hash, "examples": len(examples),
@@ -446,11 +460,19 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     save_checkpoint(model, tokenizer, output, f"Flywheel checkpoint, iteration {iteration + 1}", card)
-    lake.write("models", [{
-        "model_id": model_id, "parent_id": source_model_id, "iteration": iteration + 1,
-        "path": str(output.resolve()), "selection_hash": policy_hash, "num_examples": len(examples),
-        "train_steps": result.steps, "train_loss": result.mean_loss_last_10pct,
-        "train_seconds": result.seconds, "created_at": datetime.fromisoformat(card["created_at"]),
-        "metrics": json.dumps(result.summary()),
-    }], iteration=iteration + 1, shard=f"model-{model_id}")
+    _register_model(lake, card, output)
     return output.resolve(), model_id, False
+
+
+def _register_model(lake, card: dict, output: Path) -> None:
+    """The checkpoint's row in the models table, from its card."""
+    from datetime import datetime
+
+    train = card["train"]
+    lake.write("models", [{
+        "model_id": card["model_id"], "parent_id": card["parent_id"], "iteration": card["iteration"],
+        "path": str(Path(output).resolve()), "selection_hash": card["selection_hash"],
+        "num_examples": card["examples"], "train_steps": train["steps"], "train_loss": train["mean_loss_last_10pct"],
+        "train_seconds": train["seconds"], "created_at": datetime.fromisoformat(card["created_at"]),
+        "metrics": json.dumps(train),
+    }], iteration=card["iteration"], shard=f"model-{card['model_id']}")

@@ -23,6 +23,7 @@ from schemas import table_spec
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from tasks import ids
 from tasks.lake import Lake
+from tasks.progress import progress_bar, progress_enabled
 
 logger = logging.getLogger("flywheel.generate")
 CANDIDATES = table_spec("candidates")
@@ -175,7 +176,7 @@ class VLLMBackend:
                            logprobs=1 if sampling.logprobs else None)
             for seed in seeds
         ]
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=progress_enabled())
         results = []
         for output in outputs:
             completions = []

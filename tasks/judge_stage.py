@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from tasks import ids
 from tasks.judge import Judge
 from tasks.lake import Lake
+from tasks.progress import progress_bar
 from tasks.tournament import comparison_rows, judge_score_rows, knockout, round_robin_elo
 
 logger = logging.getLogger("flywheel.judge_stage")
@@ -49,23 +50,25 @@ def judge_candidates(lake: Lake, judge: Judge, candidates: Sequence[dict], itera
         groups.setdefault(c["prompt_id"], []).append(c)
     todo = [p for p, group in groups.items() if not all(c["candidate_id"] in done for c in group)]
     comparisons = unparseable = 0
-    for start in range(0, len(todo), prompts_per_shard):
-        chunk = todo[start:start + prompts_per_shard]
-        comparison_batch: list[dict] = []
-        score_batch: list[dict] = []
-        for prompt_id in chunk:
-            group = groups[prompt_id]
-            result = _tournament(method, prompt_id, group, judge, votes_k, seed)
-            comparison_batch += comparison_rows(result, iteration, judge_name, judge_version)
-            score_batch += judge_score_rows(result, iteration, judge_name, judge_version, scorer)
-        shard = ids.content_hash("judge-chunk", scorer, method, votes_k, seed, judge_name, judge_version, chunk)
-        if comparison_batch:
-            lake.write("comparisons", comparison_batch, iteration=iteration, shard=shard)
-        lake.write("scores", score_batch, iteration=iteration, shard=shard,
-                   metadata={"scorer": scorer, "scorer_version": score_batch[0]["scorer_version"]})
-        comparisons += len(comparison_batch)
-        unparseable += sum(1 for r in comparison_batch if r["verdict"] == "unparseable")
-        logger.info("judge: %d/%d prompts", min(start + prompts_per_shard, len(todo)), len(todo))
+    with progress_bar(f"judge {method}", len(todo), "prompt") as bar:
+        for start in range(0, len(todo), prompts_per_shard):
+            chunk = todo[start:start + prompts_per_shard]
+            comparison_batch: list[dict] = []
+            score_batch: list[dict] = []
+            for prompt_id in chunk:
+                group = groups[prompt_id]
+                result = _tournament(method, prompt_id, group, judge, votes_k, seed)
+                comparison_batch += comparison_rows(result, iteration, judge_name, judge_version)
+                score_batch += judge_score_rows(result, iteration, judge_name, judge_version, scorer)
+                bar.to(bar.done + 1)
+            shard = ids.content_hash("judge-chunk", scorer, method, votes_k, seed, judge_name, judge_version, chunk)
+            if comparison_batch:
+                lake.write("comparisons", comparison_batch, iteration=iteration, shard=shard)
+            lake.write("scores", score_batch, iteration=iteration, shard=shard,
+                       metadata={"scorer": scorer, "scorer_version": score_batch[0]["scorer_version"]})
+            comparisons += len(comparison_batch)
+            unparseable += sum(1 for r in comparison_batch if r["verdict"] == "unparseable")
+            logger.info("judge: %d/%d prompts", min(start + prompts_per_shard, len(todo)), len(todo))
     return JudgeReport(prompts=len(groups), prompts_skipped=len(groups) - len(todo), comparisons=comparisons,
                        unparseable=unparseable, seconds=time.perf_counter() - started)
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from schemas import SchemaError, table_spec
 from tasks import ids
+from tasks.faults import crash_point
 
 DEFAULT_LAKE = "data/lake"
 LAKE_ENV = "FLYWHEEL_LAKE"
@@ -197,8 +198,10 @@ def _atomic_write_parquet(table: pa.Table, target: Path) -> None:
             pq.write_table(table, handle, compression="zstd")
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point(f"write-temp:{target.parent.parent.name}")
         os.replace(temp, target)
         _fsync_dir(target.parent)
+        crash_point(f"write:{target.parent.parent.name}")
     except OSError as error:
         temp.unlink(missing_ok=True)
         raise LakeError(f"cannot write {target}: {_os_reason(error)}") from None

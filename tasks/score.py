@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol, Sequence
 from schemas import table_spec
 from tasks import ids
 from tasks.lake import Lake
+from tasks.progress import progress_bar
 from tasks.reward_model import ORMScorer, PRMScorer
 from tasks.sql import connect
 from tasks.step_verify import all_steps_correct, step_labels
@@ -210,6 +211,15 @@ def prompt_chunks(candidates: Sequence[dict], chunk_size: int) -> list[list[dict
     return [c for c in chunks if c]
 
 
+def _write_score_chunk(lake: Lake, scorer: Any, chunk: Sequence[dict], rows: list[dict], iteration: int,
+                       labels: dict[str, int]) -> None:
+    for row in rows:
+        labels[str(row["label"])] = labels.get(str(row["label"]), 0) + 1
+    shard = ids.content_hash("scores-chunk", scorer.name, scorer.version, [c["candidate_id"] for c in chunk])
+    lake.write("scores", rows, iteration=iteration, shard=shard,
+               metadata={"scorer": scorer.name, "scorer_version": scorer.version})
+
+
 @dataclass
 class ScoreReport:
     """What one scoring stage did."""
@@ -238,17 +248,15 @@ def score_candidates(lake: Lake, scorer: Any, candidates: Sequence[dict], iterat
     done = set(versions)
     todo = [c for c in candidates if c["candidate_id"] not in done]
     labels: dict[str, int] = {}
-    scored = 0
-    for chunk in prompt_chunks(todo, chunk_size):
-        rows = scorer.score(chunk)
-        if not rows:
-            continue
-        for row in rows:
-            labels[str(row["label"])] = labels.get(str(row["label"]), 0) + 1
-        shard = ids.content_hash("scores-chunk", scorer.name, scorer.version, [c["candidate_id"] for c in chunk])
-        lake.write("scores", rows, iteration=iteration, shard=shard,
-                   metadata={"scorer": scorer.name, "scorer_version": scorer.version})
-        scored += len(rows)
+    scored = seen = 0
+    with progress_bar(f"score {scorer.name}", len(todo), "candidate") as bar:
+        for chunk in prompt_chunks(todo, chunk_size):
+            rows = scorer.score(chunk)
+            seen += len(chunk)
+            bar.to(seen)
+            if rows:
+                _write_score_chunk(lake, scorer, chunk, rows, iteration, labels)
+                scored += len(rows)
     report = ScoreReport(scorer=scorer.name, candidates=len(candidates), scored=scored,
                          skipped=len(candidates) - len(todo), labels=labels,
                          seconds=time.perf_counter() - started)

@@ -2,6 +2,7 @@
 on threads (one shard) and on a two-worker Dask LocalCluster (two shards, one engine per worker)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def stage_config(root: Path, base: Path, runner: dict) -> LoopConfig:
     write_prompts(lake, demo_prompt_rows(make_splits(8, 20, 4, seed=7)))
     return parse_config({
         "run_id": "runners", "lake": str(lake.root), "models_dir": str(root / "models"),
-        "base_model": str(base), "runner": runner, "scoring": {"prl_eta": 1.0},
+        "base_model": str(base), "runner": runner, "scoring": {"prl_eta": 1.0, "chunk_size": 12},
         "generation": {"engine": {"backend": "hf"}, "chunk_size": 4,
                        "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 24, "seed": 0}},
     }, LoopConfig)
@@ -75,11 +76,18 @@ def on_threads(prefect_harness, tiny_model_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["dask", "ray"])
-def test_a_local_cluster_writes_the_same_rows_as_threads(on_threads, kind, tiny_model_dir, tmp_path):
+def test_a_local_cluster_writes_the_same_rows_as_threads(on_threads, kind, tiny_model_dir, tmp_path, caplog):
     threads, threads_result = on_threads
     cluster = stage_config(tmp_path, tiny_model_dir, {"kind": kind, "workers": 2})
     starts = LazyBackend.starts
-    result = generate_and_score(cluster)
+    with caplog.at_level("INFO"):
+        result = generate_and_score(cluster)
+    # one log line per stage with its counts and seconds
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(re.fullmatch(r"generate: 20 prompts in 2 shard\(s\), 60 candidates written, 0/5 chunks "
+                            r"already done, [0-9.]+ s", line) for line in lines), lines
+    assert any(re.fullmatch(r"score verifier: 60 scored, 0 already scored in 2 shard\(s\), labels .*, [0-9.]+ s",
+                            line) for line in lines), lines
     assert LazyBackend.starts == starts, f"on {kind} the engines start in the worker processes"
     assert (threads_result["generated"]["shards"], result["generated"]["shards"]) == (1, 2)
     assert threads_result["generated"]["written"] == result["generated"]["written"] == 20 * 3
