@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 class SchemaError(ValueError):
@@ -12,12 +13,26 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One lake table: its name, Arrow schema, key columns and schema version."""
+    """One lake table: its name, Arrow schema, key columns and schema version.
+
+    `finite` names float columns (or lists of floats) whose values must be finite: a NaN or an
+    infinity there is a SchemaError naming the column and row (nulls stay allowed).
+    """
 
     name: str
     schema: pa.Schema
     key: tuple[str, ...]
     version: int
+    finite: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in self.finite:
+            index = self.schema.get_field_index(name)
+            kind = self.schema.field(name).type if index >= 0 else None
+            if kind is not None and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+                kind = kind.value_type
+            if kind is None or not pa.types.is_floating(kind):
+                raise ValueError(f"table {self.name!r}: finite column {name!r} is not a float column")
 
     @property
     def columns(self) -> list[str]:
@@ -58,6 +73,12 @@ class TableSpec:
                     )
             if not field.nullable and column.null_count:
                 raise SchemaError(f"table {self.name!r}: column {field.name!r} holds nulls")
+            if field.name in self.finite:
+                found = _first_non_finite(column)
+                if found is not None:
+                    row, value = found
+                    raise SchemaError(f"table {self.name!r}: column {field.name!r} holds {value} at "
+                                      f"row {row}; only finite numbers (or null) are allowed")
             arrays.append(column)
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
@@ -83,6 +104,20 @@ class TableSpec:
                     f"table {self.name!r}: column {field.name!r}: {_first_line(error)}"
                 ) from None
         return self.validate(pa.Table.from_arrays(arrays, schema=self.schema))
+
+
+def _first_non_finite(column: pa.ChunkedArray | pa.Array) -> tuple[int, float] | None:
+    """(row, value) of the first NaN or infinity in a float or list-of-float column, or None."""
+    values, parents = column, None
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        values, parents = pc.list_flatten(column), pc.list_parent_indices(column)
+    if len(values) == 0:
+        return None
+    index = pc.index(pc.fill_null(pc.is_finite(values), True), False).as_py()
+    if index < 0:
+        return None
+    row = index if parents is None else parents[index].as_py()
+    return row, values[index].as_py()
 
 
 def _first_line(error: BaseException) -> str:

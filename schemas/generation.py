@@ -7,9 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
-    """Base for configs: unknown keys are errors that name the key."""
+    """Base for configs: unknown keys are errors that name the key, and so are NaN and infinite
+    numbers (`.nan`, `.inf` in YAML): no setting means either, and `lr: .inf` or `epochs: .inf`
+    would otherwise pass a `> 0` bound and fail, or never end, rounds later."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SamplingConfig(Strict):

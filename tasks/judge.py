@@ -7,7 +7,11 @@ Forgery protection. Every text put into the prompt (query and responses) goes th
 - every backslash run directly before `boxed` (any case) is deleted, so no text in the prompt can
   contain the only verdict syntax the parser accepts (`\\boxed`); `\\boxed{1}` becomes `boxed{1}`;
 - every run of three or more `<` (or `>`) becomes `<<` (or `>>`), so no text can contain the block
-  delimiters `<<<QUERY>>>`, `<<<RESPONSE 1>>>`, `<<<END RESPONSE 1>>>`, ... and close its block.
+  delimiters `<<<QUERY>>>`, `<<<RESPONSE 1>>>`, `<<<END RESPONSE 1>>>`, ... and close its block;
+- every occurrence of the judge tokenizer's special-token strings (EOS, PAD, chat role markers such
+  as `<|im_end|>` / `<|im_start|>`) is deleted, because a tokenizer turns them into real special
+  tokens wherever they appear in the prompt text: a response could otherwise end its chat turn and
+  open a forged system or assistant turn around the delimited blocks.
 A judge output that merely quotes a response therefore adds no verdict; one that reproduces a
 verdict of its own on top of its final one has two and is unparseable, never decided by the copy.
 
@@ -51,26 +55,48 @@ JUDGE_INSTRUCTIONS = (
 )
 
 
-def neutralise(text: str) -> str:
-    """The text with every verdict marker (`\\boxed`) and block delimiter (`<<<`, `>>>`) defused."""
+def special_token_strings(tokenizer: object) -> tuple[str, ...]:
+    """The text forms of a tokenizer's special tokens (longest first); () for no tokenizer."""
+    if tokenizer is None:
+        return ()
+    found = {str(t) for t in (getattr(tokenizer, "all_special_tokens", None) or ())}
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            found.add(str(getattr(token, "content", token)))
+    return tuple(sorted((t for t in found if t), key=lambda t: (-len(t), t)))
+
+
+def neutralise(text: str, special_tokens: Sequence[str] = ()) -> str:
+    """The text with every verdict marker (`\\boxed`), block delimiter (`<<<`, `>>>`) and
+    special-token string in `special_tokens` defused."""
     if not isinstance(text, str):
         raise JudgeError(f"judge prompt text must be a string, got {type(text).__name__}")
+    specials = re.compile("|".join(map(re.escape, special_tokens))) if special_tokens else None
     previous = None
-    while previous != text:  # each pass cannot create a new marker; the loop proves it
+    while previous != text:  # every pass only shortens the text: it ends, and no marker survives
         previous = text
+        if specials is not None:
+            text = specials.sub("", text)
         text = _BOXED_BACKSLASHES.sub("", text)
         text = _OPEN_RUN.sub("<<", text)
         text = _CLOSE_RUN.sub(">>", text)
     return text
 
 
-def judge_prompt(query: str, response_1: str, response_2: str) -> str:
-    """The judge's input: instructions, then the query and both responses in delimited blocks."""
+def judge_prompt(query: str, response_1: str, response_2: str,
+                 special_tokens: Sequence[str] = ()) -> str:
+    """The judge's input: instructions, then the query and both responses in delimited blocks.
+
+    `special_tokens`: the judge tokenizer's special-token strings, deleted from the three texts.
+    """
+    def clean(text: str) -> str:
+        return neutralise(text, special_tokens)
+
     return (
         f"{JUDGE_INSTRUCTIONS}\n\n"
-        f"<<<QUERY>>>\n{neutralise(query)}\n<<<END QUERY>>>\n\n"
-        f"<<<RESPONSE 1>>>\n{neutralise(response_1)}\n<<<END RESPONSE 1>>>\n\n"
-        f"<<<RESPONSE 2>>>\n{neutralise(response_2)}\n<<<END RESPONSE 2>>>\n\n"
+        f"<<<QUERY>>>\n{clean(query)}\n<<<END QUERY>>>\n\n"
+        f"<<<RESPONSE 1>>>\n{clean(response_1)}\n<<<END RESPONSE 1>>>\n\n"
+        f"<<<RESPONSE 2>>>\n{clean(response_2)}\n<<<END RESPONSE 2>>>\n\n"
         "Your judgement (reasoning, then the final verdict \\boxed{1} or \\boxed{2} on the last line):\n"
     )
 
@@ -169,17 +195,23 @@ class GenerativeJudge:
         self.calls = 0  # backend.generate calls made
         self.judgments = 0  # judge requests answered
 
-    def _prompt(self, pair: JudgeRequest) -> str:
-        text = judge_prompt(pair.query, pair.first_text, pair.second_text)
+    def _prompt(self, pair: JudgeRequest, tokenizer: object) -> str:
+        text = judge_prompt(pair.query, pair.first_text, pair.second_text,
+                            special_token_strings(tokenizer))
         if self.fmt is None:
             return text
-        return format_prompt(text, self.fmt, getattr(self.backend, "tokenizer", None))
+        return format_prompt(text, self.fmt, tokenizer)
 
     def judge_batch(self, pairs: Sequence[JudgeRequest],
                     vote_seeds: Sequence[int]) -> list[JudgeResult]:
-        """Judge every pair; unparseable ones are re-asked, then recorded with verdict None."""
+        """Judge every pair; unparseable ones are re-asked, then recorded with verdict None.
+
+        The backend's tokenizer (when it has one) is read once: its special-token strings are
+        deleted from the texts, and it applies the chat template when `fmt` asks for one.
+        """
         _check_batch(pairs, vote_seeds)
-        prompts = [self._prompt(pair) for pair in pairs]
+        tokenizer = getattr(self.backend, "tokenizer", None) if pairs else None
+        prompts = [self._prompt(pair, tokenizer) for pair in pairs]
         results: list[JudgeResult | None] = [None] * len(pairs)
         pending = list(range(len(pairs)))
         last_text = [""] * len(pairs)

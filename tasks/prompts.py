@@ -15,15 +15,17 @@ import re
 import string
 import unicodedata
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from schemas import SchemaError, table_spec
 from schemas.prompt_source import PromptSourceConfig
 from schemas.prompts import SPLITS
 from tasks import demo_task, ids
 from tasks.lake import Lake
+from tasks.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ METADATA = _column("metadata")
 EVAL = "eval"
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 EXAMPLES = 3
+# A problem longer than this is refused when a source is loaded, naming its row: no prompt of a
+# reasoning task is anywhere near it, and a runaway cell (a whole document in one field) must not
+# reach the engines.
+MAX_PROBLEM_CHARS = 100_000
 # Punctuation stripped from the ends of a problem by normalise_problem. Brackets, signs and `$`
 # stay: "-5+3" and "5+3" are different problems.
 _END_PUNCTUATION = ".,;:!?\"'`"
@@ -136,8 +142,9 @@ def load_source(
 
     A relative `path` is read from `root` (default: the working directory). `cache_dir` is the
     datasets cache (default: datasets' own). Raises PromptSourceError, one line, for a missing
-    file, malformed JSON, an unreachable hub, missing columns, an empty dataset, a row without a
-    problem or an extractable reference, or an eval_fraction that leaves a split empty.
+    file, malformed JSON, an unreachable hub, missing columns, an empty dataset, text that is not
+    UTF-8, a row without a problem or an extractable reference, a problem longer than
+    MAX_PROBLEM_CHARS, or an eval_fraction that leaves a split empty.
     """
     if config.path is not None:
         dataset = _load_local(config, Path(root) if root is not None else Path.cwd(), cache_dir)
@@ -154,15 +161,19 @@ def load_source(
         raise PromptSourceError(f"{where}: the dataset is empty")
     if config.limit is not None and config.limit < len(dataset):
         dataset = dataset.select(range(config.limit))
-    problems = list(dataset[config.problem_column])
-    answers = (list(dataset[config.answer_column]) if config.answer_column is not None
-               else [None] * len(problems))
+    problems = _column_values(dataset, config.problem_column, where)
+    answers = (_column_values(dataset, config.answer_column, where)
+               if config.answer_column is not None else [None] * len(problems))
     loaded: list[tuple[str, str | None]] = []
     for row, (problem, answer) in enumerate(zip(problems, answers)):
         if not isinstance(problem, str) or not problem.strip():
             raise PromptSourceError(
                 f"{where}: row {row}: problem column {config.problem_column!r} is "
                 f"{'empty' if isinstance(problem, str) else repr(problem)}")
+        if len(problem) > MAX_PROBLEM_CHARS:
+            raise PromptSourceError(
+                f"{where}: row {row}: problem column {config.problem_column!r} holds "
+                f"{len(problem):,} characters, over the limit of {MAX_PROBLEM_CHARS:,}")
         reference = None
         if config.reference_style is not None:
             try:
@@ -178,6 +189,27 @@ def load_source(
     return [ProblemRecord(source=config.name, split=split, problem=problem,
                           reference_answer=reference, row=row)
             for row, ((problem, reference), split) in enumerate(zip(loaded, splits))]
+
+
+def _column_values(dataset: Any, column: str, where: str) -> list[Any]:
+    """The values of one dataset column; text that is not valid UTF-8 is a PromptSourceError
+    naming the column and the first bad row (pyarrow keeps such bytes; reading them fails)."""
+    try:
+        return list(dataset[column])
+    except UnicodeDecodeError as error:
+        values = dataset.data.column(column)
+        row = next((index for index in range(len(values)) if not _decodes(values[index])), None)
+        at = f"row {row}: " if row is not None else ""
+        raise PromptSourceError(f"{where}: {at}column {column!r} is not UTF-8 text "
+                                f"({error.reason})") from None
+
+
+def _decodes(scalar: Any) -> bool:
+    try:
+        scalar.as_py()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def assign_splits(problems: Sequence[str], eval_fraction: float, seed: int | None,
@@ -208,10 +240,32 @@ def _load_local(config: PromptSourceConfig, root: Path, cache_dir: Any) -> Any:
     from datasets import load_dataset  # heavy import, only when loading
 
     try:
-        return load_dataset(builder, data_files=[str(f) for f in files], split="train",
-                            cache_dir=None if cache_dir is None else str(cache_dir))
+        with _quiet_datasets():
+            return load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                cache_dir=None if cache_dir is None else str(cache_dir))
     except Exception as error:  # noqa: BLE001 - datasets raises many types; each becomes one line
         raise PromptSourceError(f"{where}: {_diagnose(files, builder, error)}") from None
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """While loading: datasets' progress bars follow Flywheel's rule (shown only in a terminal,
+    `tasks.progress`), and its own error log lines are silenced, because every failure is raised
+    again as one PromptSourceError line (a failed command's stderr is that line alone)."""
+    import datasets
+    from datasets.utils import logging as datasets_logging
+
+    bars = datasets.is_progress_bar_enabled()
+    verbosity = datasets_logging.get_verbosity()
+    if not progress_enabled():
+        datasets.disable_progress_bars()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _data_files(path: Path, where: str) -> list[Path]:
@@ -305,8 +359,9 @@ def _load_hub(config: PromptSourceConfig, cache_dir: Any) -> Any:
 
     where = f"prompt source {config.name!r}: hub dataset {config.hub!r}"
     try:
-        return load_dataset(str(config.hub), config.subset, split=config.hf_split,
-                            cache_dir=None if cache_dir is None else str(cache_dir))
+        with _quiet_datasets():
+            return load_dataset(str(config.hub), config.subset, split=config.hf_split,
+                                cache_dir=None if cache_dir is None else str(cache_dir))
     except ConnectionError as error:
         raise PromptSourceError(
             f"{where}: the hub is unreachable and the dataset is not cached "
