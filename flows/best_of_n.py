@@ -13,15 +13,15 @@ which picks are correct, for the report.
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.logs import run_logger
 from flows.report import reports_dir_for
 from flows.reward_models import split_prompts
 from schemas.best_of_n import METHOD_NAMES, BestOfNConfig
@@ -46,10 +46,7 @@ JUDGE_NAME = "judge"
 
 
 def _log() -> Any:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a flow run
-        return logging.getLogger("flywheel.best_of_n")
+    return run_logger("flywheel.best_of_n")
 
 
 # -- plan -----------------------------------------------------------------------------------------

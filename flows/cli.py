@@ -17,8 +17,10 @@ import duckdb
 from flows.errors import StageFailed
 from schemas import SchemaError
 from tasks.generate import GenerationError
+from tasks.judge import JudgeError
 from tasks.lake import Lake, LakeError, default_lake_root
 from tasks.lock import LockBusy
+from tasks.progress import progress_enabled
 from tasks.ref_logprobs import ReferenceModelError
 from tasks.reward_model import RewardModelError
 from tasks.sql import connect, write_views_file
@@ -26,7 +28,7 @@ from tasks.sql import connect, write_views_file
 # Errors that are the user's input, reported as one line with a non-zero exit.
 USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.Error, ValueError,
                                                 FileNotFoundError, GenerationError, ReferenceModelError,
-                                                RewardModelError, StageFailed, LockBusy)
+                                                RewardModelError, StageFailed, LockBusy, JudgeError)
 
 
 # subcommands that run Prefect flows (their log lines go to stdout)
@@ -73,11 +75,10 @@ def cmd_views(args: argparse.Namespace) -> int:
 
 
 def _load_loop_config(path: str, lake: str | None):
-    from schemas.config import load_config
+    from schemas.config import load_config_with_lake
     from schemas.loop import LoopConfig
 
-    config = load_config(path, LoopConfig)
-    return config.model_copy(update={"lake": lake}) if lake else config
+    return load_config_with_lake(path, LoopConfig, lake)
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -194,13 +195,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_reward_models(args: argparse.Namespace) -> int:
     """Train the ORM and PRM from a policy's samples and write the reward-model report."""
     from flows.reward_models import reward_models_flow
-    from schemas.config import load_config
+    from schemas.config import load_config_with_lake
     from schemas.reward_models import RewardModelsConfig
 
-    config = load_config(args.config, RewardModelsConfig) if args.config else RewardModelsConfig()
-    if args.lake_override:
-        config = config.model_copy(update={"lake": args.lake_override})
-    result = reward_models_flow(config)
+    result = reward_models_flow(load_config_with_lake(args.config, RewardModelsConfig, args.lake_override))
     figures = result["figures"]
     print(json.dumps({"orm_auroc": figures["orm_auroc"]["auroc"],
                       "best_of_n": {k: round(v["value"], 4) for k, v in figures["best_of_n"].items()},
@@ -212,12 +210,9 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
     """Sample N answers per prompt, pick one by every reference-free method, print accuracy beside cost."""
     from flows.best_of_n import best_of_n_flow
     from schemas.best_of_n import BestOfNConfig
-    from schemas.config import load_config
+    from schemas.config import load_config_with_lake
 
-    config = load_config(args.config, BestOfNConfig) if args.config else BestOfNConfig()
-    if args.lake_override:
-        config = config.model_copy(update={"lake": args.lake_override})
-    result = best_of_n_flow(config)
+    result = best_of_n_flow(load_config_with_lake(args.config, BestOfNConfig, args.lake_override))
     print(result["table"])
     for method, why in result["skipped"].items():
         print(f"skipped {method}: {why}")
@@ -404,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --lake given explicitly overrides the lake of a loop config
     args.lake_override = args.lake if "--lake" in argv else None
     func: Callable[[argparse.Namespace], int] = args.func
+    if not progress_enabled():  # Hugging Face's bars follow the project's rule: a terminal only
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
         if args.command in FLOW_COMMANDS:
             _flow_logs_to_stdout()

@@ -24,12 +24,6 @@ ConfigPath = Annotated[str, Field(min_length=1, description="a loop config YAML 
 Iteration = Annotated[int, Field(ge=0, description="the round to run: 0 starts from the base model")]
 
 
-def load_loop_config(config_path: str, lake: str | None = None) -> LoopConfig:
-    """The loop config of a deployment run, with an optional lake override."""
-    config = load_config(config_path, LoopConfig)
-    return config.model_copy(update={"lake": lake}) if lake else config
-
-
 def pass_at_1_by_iteration(config: LoopConfig) -> dict[int, float]:
     """pass@1 of each evaluated model of the run, by iteration (empty before the first evaluation)."""
     lake = Lake(config.lake)
@@ -60,7 +54,7 @@ def next_iteration(config: LoopConfig) -> tuple[int | None, str]:
 @flow(name="flywheel-next-iteration", log_prints=True)
 def scheduled_iteration_flow(config_path: ConfigPath = "configs/demo.yaml") -> dict:
     """Run the next round of the config's run (for a cron schedule); nothing when the run is finished."""
-    config = load_loop_config(config_path)
+    config = load_config(config_path, LoopConfig)
     iteration, reason = next_iteration(config)
     log = get_run_logger()
     if iteration is None:
@@ -74,7 +68,7 @@ def scheduled_iteration_flow(config_path: ConfigPath = "configs/demo.yaml") -> d
 @flow(name="flywheel-one-iteration", log_prints=True)
 def one_iteration_flow(config_path: ConfigPath, iteration: Iteration = 0) -> dict:
     """Run round `iteration` of the config's run by hand (resuming whatever it already did)."""
-    config = load_loop_config(config_path)
+    config = load_config(config_path, LoopConfig)
     result, _ = run_iteration(config, iteration)
     return {"run_id": config.run_id, **summarise_round(result)}
 
@@ -87,6 +81,6 @@ def evaluate_model_flow(model: Annotated[str, Field(min_length=1, description="a
     """Evaluate one model folder on the eval split with the config's evaluation settings."""
     from flows.evaluation import evaluation_flow
 
-    config = load_loop_config(config_path) if config_path else None
+    config = load_config(config_path, LoopConfig) if config_path else None
     lake = config.lake if config else "data/lake"
     return evaluation_flow(model, config, lake, run_id, iteration)

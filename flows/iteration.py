@@ -11,15 +11,15 @@ lake's, and it cannot hash an engine argument.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.logs import run_logger
 from flows.errors import StageFailed
 from schemas.loop import LoopConfig
 from schemas.policy import policy_hash
@@ -35,7 +35,6 @@ from tasks.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_can
 from tasks.select import select
 from tasks.sql import connect
 
-logger = logging.getLogger("flywheel.iteration")
 
 
 @dataclass
@@ -60,11 +59,8 @@ class RoundResult:
     evals: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _log():
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a flow run
-        return logger
+def _log() -> Any:
+    return run_logger("flywheel.iteration")
 
 
 def round_model_dir(config: LoopConfig, iteration: int) -> Path:

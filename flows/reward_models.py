@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.logs import run_logger
 from flows.report import reports_dir_for
 from schemas.reward_models import RewardModelsConfig
 from tasks.evaluate import EVAL_SPLIT, score_map
@@ -40,10 +40,7 @@ BENCHMARK = "demo-arith"
 
 
 def _log() -> Any:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a flow run
-        return logging.getLogger("flywheel.reward_models")
+    return run_logger("flywheel.reward_models")
 
 
 def split_prompts(lake: Lake, split: str, limit: int | None = None) -> list[dict]:

@@ -62,3 +62,9 @@ def load_config(path: str | os.PathLike[str], model: type[Model]) -> Model:
     """Read a YAML file and validate it as `model`."""
     data = read_yaml(path)
     return parse_config(data if data is not None else {}, model, str(path))
+
+
+def load_config_with_lake(path: str | os.PathLike[str] | None, model: type[Model], lake: str | None = None) -> Model:
+    """`model` from a YAML file (its defaults when no path), with its `lake` replaced when one is given."""
+    config = load_config(path, model) if path else model()
+    return config.model_copy(update={"lake": lake}) if lake else config

@@ -57,7 +57,6 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
     handle = open(path, "a+")
     try:
         deadline = time.monotonic() + wait_s
-        previous = _holder(path)
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,6 +67,7 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
                         f"iteration {iteration} of the lake at {lake_root} is being run by "
                         f"{_describe(_holder(path))}: wait for it to finish, or set {WAIT_ENV} to wait") from None
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        previous = _holder(path)  # read under the lock: the last holder's final word
         if previous.get("pid") and not previous.get("released"):
             logger.warning("iteration %d: took over the lock left by %s, which ended without releasing it",
                            iteration, _describe(previous))

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -41,6 +43,11 @@ class PrefectStack:
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.processes: list[subprocess.Popen] = []
+
+    def start_server(self) -> None:
+        """`prefect server start` on this stack's loopback port; returns once it is healthy."""
+        self.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--analytics-off")
+        self.wait_healthy()
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "w")
@@ -101,3 +108,14 @@ class PrefectStack:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
+
+
+@contextmanager
+def running_server(home: Path) -> Iterator[PrefectStack]:
+    """A healthy Prefect server on a free loopback port for the block; everything stopped after."""
+    stack = PrefectStack(home)
+    try:
+        stack.start_server()
+        yield stack
+    finally:
+        stack.stop()

@@ -14,40 +14,18 @@ import yaml
 
 from flows.deployments import next_iteration
 from schemas.loop import LoopConfig
-from tasks.demo_task import make_splits
 from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows, write_prompts
 from tasks.sql import connect
 from tests.conftest import PROJECT_ROOT
 from tests.prefect_stack import POOL, TERMINAL, PrefectStack
-
-def tiny_run_config(tmp: Path, base: Path) -> Path:
-    lake = Lake(tmp / "lake")
-    lake.root.mkdir(parents=True)
-    write_prompts(lake, demo_prompt_rows(make_splits(24, 8, 8, seed=3)))
-    sampling = {"n": 2, "temperature": 1.0, "max_tokens": 32, "seed": 0}
-    config = {
-        "run_id": "deployed", "lake": str(lake.root), "models_dir": str(tmp / "models"),
-        "base_model": str(base), "rounds": 1, "early_stop": {"enabled": False},
-        "generation": {"engine": {"backend": "hf"}, "sampling": sampling, "chunk_size": 8},
-        "selection": {"name": "best-by-verifier",
-                      "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
-        "finetune": {"epochs": 1, "batch_size": 8},
-        "evaluation": {"sampling": {**sampling, "seed": 5}, "ks": [1, 2]},
-    }
-    path = tmp / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
+from tests.reliability.iteration_runs import write_run
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A server with the pool and every deployment of prefect.yaml, and a worker; stopped at the end."""
     stack = PrefectStack(tmp_path_factory.mktemp("prefect-real"))
     try:
-        stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(stack.port),
-                    "--analytics-off")
-        stack.wait_healthy()
+        stack.start_server()
         created = stack.cli("work-pool", "create", POOL, "--type", "process")
         assert created.returncode == 0, created.stdout + created.stderr
         deployed = stack.cli("--no-prompt", "deploy", "--all")
@@ -75,7 +53,7 @@ def test_prefect_yaml_has_the_three_deployments_and_no_pull_section():
 
 
 def test_manual_deployment_runs_one_iteration_through_a_worker(stack, tiny_model_dir, tmp_path):
-    config_path = tiny_run_config(tmp_path, tiny_model_dir)
+    config_path = write_run(tmp_path / "run", tiny_model_dir, run_id="deployed")
     # the server refuses bad parameters before a worker sees them
     bad = stack.cli("deployment", "run", "flywheel-one-iteration/one-iteration",
                     "--param", f"config_path={config_path}", "--param", "iteration=-1")

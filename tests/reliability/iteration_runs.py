@@ -21,14 +21,14 @@ VOLATILE = {"models": ["created_at", "train_seconds", "metrics", "path"]}
 TABLES = ("candidates", "scores", "selections", "models", "evals")
 
 
-def write_run(folder: Path, base_model: Path) -> Path:
+def write_run(folder: Path, base_model: Path, run_id: str = "chaos") -> Path:
     """A lake with the demo prompts and a config for one small round; returns the config path."""
     lake = Lake(folder / "lake")
     lake.root.mkdir(parents=True)
     write_prompts(lake, demo_prompt_rows(make_splits(8, 8, 4, seed=5)))
     sampling = {"n": 2, "temperature": 1.0, "max_tokens": 24, "seed": 0}
     config = {
-        "run_id": "chaos", "lake": str(lake.root), "models_dir": str(folder / "models"),
+        "run_id": run_id, "lake": str(lake.root), "models_dir": str(folder / "models"),
         "base_model": str(base_model), "rounds": 1, "early_stop": {"enabled": False},
         "generation": {"engine": {"backend": "hf"}, "sampling": sampling, "chunk_size": 4},
         "scoring": {"chunk_size": 4},

@@ -478,11 +478,6 @@ def test_orm_that_outputs_nan(demo_lake: Lake, model_folders: dict[str, Path]) -
     assert lake_files(demo_lake.root) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fix in flows/cli.py (or tasks/reward_model.py): off a terminal, loading a model prints "
-    "transformers' 'Loading weights' tqdm bar on stderr, so a failed command's stderr is not one "
-    "line; switch Hugging Face bars off unless tasks.progress.progress_enabled() (e.g. "
-    "huggingface_hub.utils.disable_progress_bars() or HF_HUB_DISABLE_PROGRESS_BARS=1 at CLI start)"))
 def test_model_loading_adds_nothing_to_stderr(demo_lake: Lake, model_folders: dict[str, Path]) -> None:
     """score-orm-gives-nan with the default environment: still exactly one stderr line."""
     env = {"HF_HUB_DISABLE_PROGRESS_BARS": ""} if "HF_HUB_DISABLE_PROGRESS_BARS" in os.environ else None
@@ -522,10 +517,6 @@ def test_generate_refuses_a_prompt_longer_than_the_context(lake: Lake, model_fol
     assert lake_files(lake.root) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fix in flows/cli.py: tasks.judge.JudgeError (a RuntimeError) is not in USER_ERRORS, so "
-    "`--attempts 0` ends in a traceback; add JudgeError (and tasks.tournament.TournamentError) there, "
-    "or check --attempts/--votes >= 1 in the parser"))
 def test_judge_with_zero_attempts_is_one_line(demo_lake: Lake, model_folders: dict[str, Path]) -> None:
     """score-judge-zero-attempts."""
     before = lake_files(demo_lake.root)

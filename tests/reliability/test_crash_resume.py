@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.prefect_stack import PrefectStack
+from tests.prefect_stack import running_server
 from tests.reliability.iteration_runs import (
     copy_run, duplicate_keys, lake_of, run_iteration_process, snapshot, start_iteration,
     visible_tables_readable, write_run,
@@ -38,13 +38,8 @@ CHAOS_POINTS = ["write:candidates", "write-temp:candidates", "write:scores", "wr
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real Prefect server on loopback for every process of this module."""
-    stack = PrefectStack(tmp_path_factory.mktemp("prefect-chaos"))
-    try:
-        stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(stack.port), "--analytics-off")
-        stack.wait_healthy()
+    with running_server(tmp_path_factory.mktemp("prefect")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")
