@@ -12,6 +12,7 @@ SPEC = TableSpec(
     name="scores",
     version=1,
     key=("candidate_id", "scorer"),
+    finite=("value", "step_scores"),  # a NaN or infinity is an error, never a score
     schema=pa.schema(
         [
             pa.field("candidate_id", pa.string(), nullable=False),

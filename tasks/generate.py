@@ -50,6 +50,9 @@ class GenerationBackend(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: `prompt_limits() -> (tokenizer, context length) | None`, read without starting an
+    # engine where possible, lets the stage refuse a prompt that cannot fit before generating.
+
 
 class GenerationError(RuntimeError):
     """Generation could not run or returned something other than what was asked."""
@@ -73,7 +76,54 @@ def check_model_folder(path: str | os.PathLike[str]) -> Path:
         raise GenerationError(f"cannot load a tokenizer from {folder}: {str(error).splitlines()[0]}") from None
     if tokenizer.eos_token_id is None:
         raise GenerationError(f"the tokenizer in {folder} has no EOS token: generation could not stop")
+    architectures = _read_config(folder).get("architectures") or []
+    if architectures and not any(a.endswith(GENERATING_HEADS) for a in architectures):
+        raise GenerationError(
+            f"{folder} holds a {', '.join(architectures)}, not a text-generation model "
+            f"(its architecture must end in {', '.join(GENERATING_HEADS)}); "
+            "a reward-model folder cannot be the policy")
     return folder.resolve()
+
+
+# Hugging Face heads that generate text; a folder whose config names none of them cannot be a policy.
+GENERATING_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+# config.json keys that hold a model's context length, in the order Hugging Face families use them.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length")
+
+
+def _read_config(folder: str | os.PathLike[str]) -> dict:
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def context_length(model_path: str | os.PathLike[str], engine: EngineConfig) -> int | None:
+    """The most tokens (prompt plus completion) one sequence may hold: the engine's max_model_len,
+    else the model's own limit from its config.json; None when neither says."""
+    if engine.max_model_len:
+        return engine.max_model_len
+    config = _read_config(model_path)
+    for section in (config, config.get("text_config") or {}):
+        for key in _CONTEXT_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def check_prompts_fit(tokenizer: Any, context: int, texts: dict[str, str], max_tokens: int) -> None:
+    """Refuse, naming the first prompt_id, any prompt whose tokens plus max_tokens exceed the context."""
+    if not texts:
+        return
+    prompt_ids = list(texts)
+    lengths = [len(ids_) for ids_ in tokenizer([texts[p] for p in prompt_ids])["input_ids"]]
+    for prompt_id, length in zip(prompt_ids, lengths):
+        if length + max_tokens > context:
+            raise GenerationError(
+                f"prompt {prompt_id}: {length} prompt tokens + max_tokens {max_tokens} exceed the "
+                f"model's context of {context} tokens (shorten the prompt or lower max_tokens)")
 
 
 def model_id_for(path: str | os.PathLike[str]) -> str:
@@ -111,10 +161,7 @@ def request_seed(sampling_seed: int, prompt_id: str) -> int:
 # -- backends -------------------------------------------------------------------------------------
 def checkpoint_dtype(model_path: str | os.PathLike[str]) -> str | None:
     """The dtype a checkpoint was saved in, from its config.json (None when unknown)."""
-    try:
-        config = json.loads((Path(model_path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+    config = _read_config(model_path)
     value = config.get("dtype") or config.get("torch_dtype")
     return str(value) if value else None
 
@@ -162,6 +209,8 @@ class VLLMBackend:
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        model_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        self.context = getattr(model_config, "max_model_len", None) or context_length(model_path, engine)
         logger.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - started,
                     "GPU" if on_gpu else "CPU")
 
@@ -192,6 +241,10 @@ class VLLMBackend:
                 ))
             results.append(completions)
         return results
+
+    def prompt_limits(self) -> tuple[Any, int] | None:
+        """The engine's tokenizer and context length."""
+        return (self.tokenizer, self.context) if self.context else None
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before finetuning)."""
@@ -229,6 +282,7 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.context = context_length(model_path, engine)
         self.batch_size = engine.hf_batch_size
         if self.device == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -274,6 +328,10 @@ class HFBackend:
                                               cumulative_logprob=sum(lps) if lps else None,
                                               finish_reason=finish))
         return results
+
+    def prompt_limits(self) -> tuple[Any, int] | None:
+        """The model's tokenizer and context length."""
+        return (self.tokenizer, self.context) if self.context else None
 
     def close(self) -> None:
         """Free the model."""
@@ -385,6 +443,7 @@ class LazyBackend:
         self._backend: GenerationBackend | None = None
         self._lock = threading.RLock()  # shards on threads share one engine, one call at a time
         self.is_copy = False
+        self._folder_tokenizer: Any = None
 
     def __getstate__(self) -> dict:
         """Sent to another process (a Dask or Ray worker): the recipe, never the running engine."""
@@ -393,6 +452,7 @@ class LazyBackend:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._backend, self._lock, self.is_copy = None, threading.RLock(), True
+        self._folder_tokenizer = None
 
     @property
     def started(self) -> bool:
@@ -411,6 +471,23 @@ class LazyBackend:
     def tokenizer(self) -> Any:
         """The engine's tokenizer (starts the engine)."""
         return getattr(self.get(), "tokenizer", None)
+
+    def prompt_limits(self) -> tuple[Any, int] | None:
+        """The tokenizer and context length, read from the model folder without starting the engine."""
+        with self._lock:
+            if self._backend is not None:
+                limits = getattr(self._backend, "prompt_limits", None)
+                return limits() if limits else None
+            if self.model_path is None:  # an OpenAI-compatible server: it checks lengths itself
+                return None
+            context = context_length(self.model_path, self.engine)
+            if context is None:
+                return None
+            if self._folder_tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._folder_tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            return self._folder_tokenizer, context
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
                  seeds: Sequence[int]) -> list[list[Completion]]:
@@ -547,19 +624,28 @@ def generate_candidates(
     existing = {k[0] for k in lake.existing_keys("candidates", iteration, ["candidate_id"])}
     written = skipped = tokens = 0
     engine_seconds = 0.0
-    # A lazily started backend starts only when a chunk needs it (plain prompts need no tokenizer).
-    tokenizer = getattr(backend, "tokenizer", None) if fmt.kind == "chat" else None
-    for number, chunk in enumerate(chunks):
-        wanted = {ids.candidate_id(p["prompt_id"], model_id, s_hash, i) for p in chunk for i in range(sampling.n)}
-        if wanted <= existing:
+    done = [{ids.candidate_id(p["prompt_id"], model_id, s_hash, i) for p in chunk for i in range(sampling.n)}
+            <= existing for chunk in chunks]
+    todo = [p for chunk, finished in zip(chunks, done) if not finished for p in chunk]
+    # Every prompt still to generate is formatted and measured before any engine starts: a lazily
+    # started backend reads its tokenizer and context from the model folder.
+    limits_of = getattr(backend, "prompt_limits", None)
+    limits = limits_of() if limits_of and todo else None
+    tokenizer = limits[0] if limits else None
+    if tokenizer is None and fmt.kind == "chat" and todo:
+        tokenizer = getattr(backend, "tokenizer", None)
+    texts = {p["prompt_id"]: format_prompt(p["problem"], fmt, tokenizer) for p in todo}
+    if limits:
+        check_prompts_fit(limits[0], limits[1], texts, sampling.max_tokens)
+    for number, (chunk, finished) in enumerate(zip(chunks, done)):
+        if finished:
             skipped += 1
             if progress:
                 progress(number + 1, len(chunks))
             continue
-        texts = [format_prompt(p["problem"], fmt, tokenizer) for p in chunk]
         seeds = [request_seed(sampling.seed, p["prompt_id"]) for p in chunk]
         t0 = time.perf_counter()
-        outputs = backend.generate(texts, sampling, seeds)
+        outputs = backend.generate([texts[p["prompt_id"]] for p in chunk], sampling, seeds)
         engine_seconds += time.perf_counter() - t0
         tokenizer = getattr(backend, "tokenizer", None)
         if len(outputs) != len(chunk):

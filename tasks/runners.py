@@ -17,7 +17,8 @@ LOOPBACK = "127.0.0.1"
 
 
 def make_task_runner(config: TaskRunnerConfig) -> TaskRunner:
-    """The task runner the config names; a local Dask or Ray cluster binds loopback only."""
+    """The task runner the config names. A local Dask cluster binds loopback only; a local Ray
+    cluster listens on all interfaces, which the config must accept (`ray_listens_on_all_interfaces`)."""
     if config.kind == "threads":
         return ThreadPoolTaskRunner(max_workers=config.workers)
     if config.kind == "dask":

@@ -8,9 +8,9 @@ import pytest
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from tasks import ids
 from tasks.demo_task import make_splits
-from tasks.generate import (Completion, GenerationError, HFBackend, check_model_folder,
-                            generate_candidates, model_id_for, split_steps, start_backend,
-                            step_token_ends)
+from tasks.generate import (Completion, GenerationError, HFBackend, LazyBackend, check_model_folder,
+                            context_length, generate_candidates, model_id_for, split_steps,
+                            start_backend, step_token_ends)
 from tasks.lake import Lake
 from tasks.prompts import demo_prompt_rows
 
@@ -188,3 +188,28 @@ def test_token_char_ends_match_the_decoded_text():
     for _ in range(2):  # the second call is served from the per-tokenizer cache
         ends = token_char_ends(tokenizer, token_ids)
         assert ends == [*range(1, len(text) + 1), len(text)]  # EOS decodes to nothing
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_the_engine_starts(tmp_path: Path, tiny_model_dir: Path):
+    """Prompt tokens + max_tokens are checked against the context (the model's positions, or the
+    engine's max_model_len) for every prompt before any engine starts; the prompt is named."""
+    import json
+
+    positions = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    assert context_length(tiny_model_dir, EngineConfig()) == positions
+    assert context_length(tiny_model_dir, EngineConfig(max_model_len=16)) == 16
+    lake = Lake(tmp_path / "lake")
+    prompts = demo_prompts(3)
+    prompts[2] = {**prompts[2], "problem": "1+" * positions + "1"}
+    sampling = SamplingConfig(n=1, max_tokens=8)
+    backend = LazyBackend(tiny_model_dir, EngineConfig(backend="hf"))
+    pattern = (rf"prompt {prompts[2]['prompt_id']}: \d+ prompt tokens \+ max_tokens 8 exceed the "
+               rf"model's context of {positions} tokens")
+    with pytest.raises(GenerationError, match=pattern):
+        generate_candidates(lake, backend, prompts, model_id="m", iteration=0, sampling=sampling,
+                            fmt=FMT, chunk_size=1)  # the long prompt is in the last chunk
+    assert not backend.started and lake.shards("candidates") == []
+    short = LazyBackend(tiny_model_dir, EngineConfig(backend="hf", max_model_len=16))
+    with pytest.raises(GenerationError, match="exceed the model's context of 16 tokens"):
+        generate_candidates(lake, short, prompts[:2], model_id="m", iteration=0, sampling=sampling, fmt=FMT)
+    assert not short.started and lake.shards("candidates") == []

@@ -34,7 +34,9 @@ def test_group_units_keeps_units_whole_and_in_order():
 def test_runner_settings_are_validated():
     assert TaskRunnerConfig().shard_count == 1
     assert TaskRunnerConfig(kind="dask", workers=3).shard_count == 3
-    assert TaskRunnerConfig(kind="ray", workers=3, shards=5).shard_count == 5
+    assert TaskRunnerConfig(kind="ray", workers=3, shards=5,
+                            ray_listens_on_all_interfaces=True).shard_count == 5
+    assert TaskRunnerConfig(kind="ray", address="ray://127.0.0.1:10001").shard_count == 2
     with pytest.raises(ConfigError, match="runner.kind"):
         parse_config({"run_id": "r", "runner": {"kind": "spark"}}, LoopConfig)
     with pytest.raises(ConfigError, match="address is for dask or ray"):
@@ -78,7 +80,10 @@ def on_threads(prefect_harness, tiny_model_dir, tmp_path_factory):
 @pytest.mark.parametrize("kind", ["dask", "ray"])
 def test_a_local_cluster_writes_the_same_rows_as_threads(on_threads, kind, tiny_model_dir, tmp_path, caplog):
     threads, threads_result = on_threads
-    cluster = stage_config(tmp_path, tiny_model_dir, {"kind": kind, "workers": 2})
+    runner = {"kind": kind, "workers": 2}
+    if kind == "ray":
+        runner["ray_listens_on_all_interfaces"] = True
+    cluster = stage_config(tmp_path, tiny_model_dir, runner)
     starts = LazyBackend.starts
     with caplog.at_level("INFO"):
         result = generate_and_score(cluster)

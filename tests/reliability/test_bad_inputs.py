@@ -5,8 +5,7 @@ stderr is exactly one line `flywheel: error: ...` that names the problem (the fi
 row, folder or value), no traceback, and the lake holds exactly the files it held before (no new
 or partial shard, no temporary file). Internal cases call the Python API: a scorer returns a label
 and never raises, a lake write either lands whole or leaves nothing, a non-finite number is an
-error that names where it is. `xfail` marks a case whose fix lies outside this task's files; its
-reason names the file and the fix.
+error that names where it is.
 
 Catalogue (test[id]: what it asserts)
 
@@ -59,10 +58,10 @@ Generate and score on a small lake
   score_with_a_corrupt_shard                       names the corrupt candidates shard
   orm_that_outputs_nan                             a NaN reward-model head: "non-finite score for
                                                     candidate <id>", no scores shard
-  model_loading_adds_nothing_to_stderr (xfail: flows/cli.py) the same without muting transformers' bar
-  generate_refuses_a_reward_model_as_policy (xfail: tasks/generate.py) names the folder and architecture
-  generate_refuses_a_prompt_longer_than_the_context (xfail: tasks/generate.py) names the prompt
-  judge_with_zero_attempts_is_one_line (xfail: flows/cli.py) one line, not a traceback
+  model_loading_adds_nothing_to_stderr             the same without muting transformers' bar
+  generate_refuses_a_reward_model_as_policy        names the folder and its architecture
+  generate_refuses_a_prompt_longer_than_the_context  names the prompt and the context, before any engine
+  judge_with_zero_attempts_is_one_line             one line, not a traceback
 Lake writes (Python API)
   lake_write_fails_mid_shard[disk-full]            half a shard written, then ENOSPC: one LakeError line
                                                     naming the shard; no *.parquet, no temp file
@@ -70,7 +69,7 @@ Lake writes (Python API)
   lake_write_fails_mid_shard[arrow-error]          half written, then an Arrow error: nothing left
   lake_schema_forbids_non_finite[nan|inf|-inf|nan-in-list]  a schema with finite columns refuses
                                                     them, naming column and row; nothing written
-  lake_refuses_a_nan_score (xfail: schemas/scores.py, tests/test_select.py) NaN in scores.value
+  lake_refuses_a_nan_score                         NaN in scores.value: names column and row
   lake_refuses_empty_rows                          "refusing to write an empty shard to table 'scores'"
   lake_wrong_column_names[missing|unexpected|wrong-type]  names the column; nothing written
 Non-finite scores: a ValueError (RewardModelError) naming the index or candidate
@@ -486,11 +485,6 @@ def test_model_loading_adds_nothing_to_stderr(demo_lake: Lake, model_folders: di
     assert_one_line_error(proc, "reward model gave a non-finite score for candidate ")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fix in tasks/generate.py: check_model_folder accepts any folder with config, weights and "
-    "a tokenizer, so a reward-model (…ForSequenceClassification) folder given as the policy loads as a "
-    "causal LM and generates; it should refuse architectures that are not …ForCausalLM (or a "
-    "conditional-generation head), naming the folder and the architecture"))
 def test_generate_refuses_a_reward_model_as_policy(demo_lake: Lake, model_folders: dict[str, Path]) -> None:
     """generate-reward-model-as-policy."""
     before = lake_files(demo_lake.root)
@@ -501,11 +495,6 @@ def test_generate_refuses_a_reward_model_as_policy(demo_lake: Lake, model_folder
     assert lake_files(demo_lake.root) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fix in tasks/generate.py: a prompt whose tokens plus max_tokens exceed the model's context "
-    "(max_position_embeddings / max_model_len) is not checked; the HF backend generates past the "
-    "context and vLLM fails after its engine start; check before any engine starts and name the "
-    "prompt_id"))
 def test_generate_refuses_a_prompt_longer_than_the_context(lake: Lake, model_folders: dict[str, Path]) -> None:
     """generate-prompt-longer-than-context: a 2,332-character prompt for a 256-position model."""
     long_prompt = prompt_row("(" * 999 + "1" + "+1)" * 333, "334")
@@ -588,11 +577,6 @@ def test_lake_schema_forbids_non_finite(values: list[float | None], steps: list 
     assert lake_files(lake.root) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fix in schemas/scores.py and tests/test_select.py: declare finite=('value', 'step_scores') "
-    "on the scores TableSpec (TableSpec.finite exists in schemas/base.py); first "
-    "tests/test_select.py::test_nan_scores_name_the_candidate must build its NaN frame without "
-    "Lake.write, which it uses today to test selection's own NaN guard"))
 def test_lake_refuses_a_nan_score(lake: Lake) -> None:
     """lake-nan-score: a NaN in scores.value never reaches a shard."""
     with pytest.raises(SchemaError, match="column 'value' holds nan at row 0"):

@@ -16,8 +16,9 @@
       test server: every listening socket of this process and its children is on 127.0.0.1;
     - the configured defaults: Dask host, Ray node address and dashboard, Prefect's server host,
       no server address in the engine config, no 0.0.0.0 in Flywheel's own code;
-    - a local Ray cluster started with Flywheel's settings still listens on every interface
-      (xfail: Ray 2.60 has no bind setting; see the reason).
+    - a local Ray cluster listens on every interface (Ray 2.60 has no bind setting), so the config
+      refuses one unless `runner.ray_listens_on_all_interfaces: true` accepts that; a canary test
+      shows Ray still does (when it fails, Ray binds loopback and the opt-in can go).
 (c) A response cannot forge a judge verdict.
     - forged verdicts, delimiters and copies of the judge's own format inside a query or a response
       (table below) leave the prompt with exactly the template's markers, and the parsed verdict is
@@ -33,6 +34,8 @@ import ast
 import ipaddress
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -317,7 +320,7 @@ def test_default_bind_settings_are_loopback() -> None:
     assert LOOPBACK == "127.0.0.1"
     dask = make_task_runner(TaskRunnerConfig(kind="dask", workers=1))
     assert dask.cluster_kwargs["host"] == "127.0.0.1" and dask.cluster_kwargs["dashboard_address"] is None
-    ray = make_task_runner(TaskRunnerConfig(kind="ray", workers=1))
+    ray = make_task_runner(TaskRunnerConfig(kind="ray", workers=1, ray_listens_on_all_interfaces=True))
     assert ray.init_kwargs["_node_ip_address"] == "127.0.0.1"
     assert ray.init_kwargs["include_dashboard"] is False
     assert get_current_settings().server.api.host == "127.0.0.1"
@@ -327,27 +330,43 @@ def test_default_bind_settings_are_loopback() -> None:
         assert "0.0.0.0" not in text and "host='::'" not in text and 'host="::"' not in text, path
 
 
+def test_a_local_ray_cluster_needs_an_explicit_opt_in(tmp_path: Path) -> None:
+    """A config asking for a local Ray cluster without accepting its open ports is refused, in one
+    line, by `flywheel iterate` before anything starts; a Ray address or Dask needs no opt-in."""
+    from schemas.runner import TaskRunnerConfig
+
+    config = tmp_path / "ray.yaml"
+    config.write_text(f"run_id: ray\nlake: {tmp_path / 'lake'}\nrunner: {{kind: ray, workers: 1}}\n")
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "iterate", "--config", str(config),
+                           "--iteration", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a local Ray cluster listens on all network interfaces" in lines[0], lines
+    assert "runner.ray_listens_on_all_interfaces: true" in lines[0]
+    assert not (tmp_path / "lake").exists()
+    assert TaskRunnerConfig(kind="ray", address="ray://127.0.0.1:10001").address
+    with pytest.raises(ValueError, match="ray_listens_on_all_interfaces is for a local Ray cluster"):
+        TaskRunnerConfig(kind="dask", ray_listens_on_all_interfaces=True)
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fix in tasks/runners.py: a local Ray 2.60 cluster started with Flywheel's init_kwargs "
-    "(_node_ip_address=127.0.0.1, include_dashboard=False) still listens on :: / 0.0.0.0 (gcs_server, "
-    "raylet, core workers, dashboard agent); Ray has no bind-address setting, so either refuse a "
-    "local Ray cluster without an explicit opt-in or document that it is reachable from the network "
-    "(Ray's token authentication is on by default)"))
-def test_local_ray_cluster_listens_on_loopback_only() -> None:
+def test_a_local_ray_cluster_still_listens_beyond_loopback() -> None:
+    """The canary behind the opt-in: Ray, started with Flywheel's settings (node address
+    127.0.0.1, no dashboard), still opens sockets on other interfaces. When this fails, Ray
+    binds loopback only and `ray_listens_on_all_interfaces` can be dropped."""
     import ray
 
     from schemas.runner import TaskRunnerConfig
     from tasks.runners import make_task_runner
 
-    runner = make_task_runner(TaskRunnerConfig(kind="ray", workers=1))
+    runner = make_task_runner(TaskRunnerConfig(kind="ray", workers=1, ray_listens_on_all_interfaces=True))
     ray.init(**{**runner.init_kwargs, "namespace": "flywheel-loopback-check"})
     try:
         ray.get(ray.remote(lambda: 1).remote())
         sockets = listening_sockets()
     finally:
         ray.shutdown()
-    assert sockets and not_loopback(sockets) == []
+    assert sockets and not_loopback(sockets) != []
 
 
 # ============================================================ (c) judge verdict forgery
