@@ -13,7 +13,7 @@ which picks are correct, for the report.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,9 @@ from tasks.best_of_n import (
     Signals, method_work, pick_all, render_table, summarise_picks,
 )
 from tasks.evaluate import score_map
-from tasks.generate import LazyBackend, check_model_folder, generate_candidates, generation_hash, model_id_for
-from tasks.judge import GenerativeJudge
+from tasks.generate import (GenerationBackend, LazyBackend, check_model_folder, generate_candidates,
+                            generation_hash, model_id_for)
+from tasks.judge import GenerativeJudge, JudgeRequest
 from tasks.judge_stage import judge_candidates
 from tasks.lake import Lake
 from tasks.metrics import avg_at_n, pass_at_n
@@ -138,16 +139,34 @@ def score_task(config: BestOfNConfig, candidates: list[dict], methods: list[str]
     return scored
 
 
+def make_judge(config: BestOfNConfig, backend: GenerationBackend) -> GenerativeJudge:
+    """The generative judge the config describes, over `backend`."""
+    settings = config.judge
+    sampling = SamplingConfig(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens,
+                              seed=settings.seed, logprobs=False)
+    fmt = PromptFormat(kind="chat", template="{problem}") if settings.chat_template else None
+    return GenerativeJudge(backend, sampling, max_attempts=settings.attempts, fmt=fmt)
+
+
+def judge_context_gap(config: BestOfNConfig, engine: GenerationBackend, candidates: list[dict]) -> str | None:
+    """Why the judge cannot compare these candidates (a prompt of some pair, in either order, does
+    not fit the judge model's context with max_tokens), or None. Starts no engine."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for candidate in candidates:
+        groups[candidate["prompt_id"]].append(candidate)
+    pairs = [JudgeRequest(query=a["problem"], first_text=a["text"], second_text=b["text"],
+                          first_id=a["candidate_id"], second_id=b["candidate_id"])
+             for group in groups.values() for a in group for b in group if a is not b]
+    return make_judge(config, engine).context_overflow(pairs)
+
+
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(config: BestOfNConfig, engine: LazyBackend, judge_id: str, candidates: list[dict],
                method: str) -> dict[str, EngineCost]:
     """Rank every prompt's candidates with one judge tournament (resuming); engine cost per prompt judged."""
     settings = config.judge
     counter = CountingBackend(engine)
-    sampling = SamplingConfig(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens,
-                              seed=settings.seed, logprobs=False)
-    fmt = PromptFormat(kind="chat", template="{problem}") if settings.chat_template else None
-    judge = PromptCostJudge(GenerativeJudge(counter, sampling, max_attempts=settings.attempts, fmt=fmt), counter,
+    judge = PromptCostJudge(make_judge(config, counter), counter,
                             {c["candidate_id"]: c["prompt_id"] for c in candidates})
     report = judge_candidates(Lake(config.lake), judge, candidates, config.iteration, method=method,
                               votes_k=settings.votes, seed=settings.seed, judge_name=JUDGE_NAME,
@@ -300,6 +319,15 @@ def best_of_n_flow(config: BestOfNConfig) -> dict:
         if judge_path != policy_path:
             engine.close()
             engine = LazyBackend(judge_path, config.engine)
+        judge_methods = [m for m in methods if METHOD_NEEDS[m] == "judge"]
+        gap = judge_context_gap(config, engine, candidates) if judge_methods else None
+        if gap and config.methods is not None:
+            raise ValueError(f"method {judge_methods[0]!r} cannot run: {gap}")
+        if gap:
+            for method in judge_methods:
+                methods.remove(method)
+                skipped[method] = gap
+                _log().warning("method %s skipped: %s", method, gap)
         judge_costs = {m: judge_task(config, engine, model_id_for(judge_path), candidates, m)
                        for m in methods if METHOD_NEEDS[m] == "judge"}
     finally:

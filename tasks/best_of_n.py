@@ -238,6 +238,11 @@ class CountingBackend:
         """The inner backend's tokenizer (None when it has none)."""
         return getattr(self.inner, "tokenizer", None)
 
+    def prompt_limits(self) -> tuple[Any, int] | None:
+        """The inner backend's tokenizer and context length (None when it cannot tell)."""
+        limits = getattr(self.inner, "prompt_limits", None)
+        return limits() if limits else None
+
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
                  seeds: Sequence[int]) -> list[list[Completion]]:
         """The inner backend's completions, counted."""

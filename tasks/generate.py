@@ -114,16 +114,26 @@ def context_length(model_path: str | os.PathLike[str], engine: EngineConfig) -> 
 
 
 def check_prompts_fit(tokenizer: Any, context: int, texts: dict[str, str], max_tokens: int) -> None:
-    """Refuse, naming the first prompt_id, any prompt whose tokens plus max_tokens exceed the context."""
+    """Refuse the first prompt whose tokens plus max_tokens exceed the context, naming it by its
+    key in `texts` (e.g. "prompt <prompt_id>")."""
     if not texts:
         return
-    prompt_ids = list(texts)
-    lengths = [len(ids_) for ids_ in tokenizer([texts[p] for p in prompt_ids])["input_ids"]]
-    for prompt_id, length in zip(prompt_ids, lengths):
+    names = list(texts)
+    lengths = [len(token_ids) for token_ids in tokenizer([texts[name] for name in names])["input_ids"]]
+    for name, length in zip(names, lengths):
         if length + max_tokens > context:
             raise GenerationError(
-                f"prompt {prompt_id}: {length} prompt tokens + max_tokens {max_tokens} exceed the "
+                f"{name}: {length} prompt tokens + max_tokens {max_tokens} exceed the "
                 f"model's context of {context} tokens (shorten the prompt or lower max_tokens)")
+
+
+def check_backend_prompts_fit(backend: Any, texts: dict[str, str], max_tokens: int) -> None:
+    """`check_prompts_fit` with the backend's tokenizer and context, when it can tell them
+    (`prompt_limits`, read without starting a lazy engine); otherwise nothing is checked."""
+    limits_of = getattr(backend, "prompt_limits", None)
+    limits = limits_of() if limits_of and texts else None
+    if limits:
+        check_prompts_fit(limits[0], limits[1], texts, max_tokens)
 
 
 def model_id_for(path: str | os.PathLike[str]) -> str:
@@ -636,7 +646,8 @@ def generate_candidates(
         tokenizer = getattr(backend, "tokenizer", None)
     texts = {p["prompt_id"]: format_prompt(p["problem"], fmt, tokenizer) for p in todo}
     if limits:
-        check_prompts_fit(limits[0], limits[1], texts, sampling.max_tokens)
+        check_prompts_fit(limits[0], limits[1], {f"prompt {pid}": text for pid, text in texts.items()},
+                          sampling.max_tokens)
     for number, (chunk, finished) in enumerate(zip(chunks, done)):
         if finished:
             skipped += 1

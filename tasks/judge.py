@@ -202,16 +202,47 @@ class GenerativeJudge:
             return text
         return format_prompt(text, self.fmt, tokenizer)
 
+    def _tokenizer_and_context(self) -> tuple[object, int | None]:
+        limits_of = getattr(self.backend, "prompt_limits", None)
+        limits = limits_of() if limits_of else None
+        if limits:
+            return limits
+        return getattr(self.backend, "tokenizer", None), None
+
+    def _overflow(self, pairs: Sequence[JudgeRequest], prompts: Sequence[str], tokenizer: object,
+                  context: int | None) -> str | None:
+        if context is None or not prompts:
+            return None
+        lengths = [len(token_ids) for token_ids in tokenizer(list(prompts))["input_ids"]]  # type: ignore[operator]
+        for pair, length in zip(pairs, lengths):
+            if length + self.sampling.max_tokens > context:
+                return (f"the judge prompt for candidates {pair.first_id} vs {pair.second_id} has {length} "
+                        f"tokens + max_tokens {self.sampling.max_tokens}, more than the judge model's context "
+                        f"of {context} tokens")
+        return None
+
+    def context_overflow(self, pairs: Sequence[JudgeRequest]) -> str | None:
+        """Which judge prompt cannot fit the judge model's context with max_tokens, described in one
+        line; None when all fit or the backend cannot tell. Reads the tokenizer and the context from
+        the model folder, so a lazily started engine stays stopped."""
+        _check_batch(pairs, [0] * len(pairs))
+        tokenizer, context = self._tokenizer_and_context()
+        return self._overflow(pairs, [self._prompt(p, tokenizer) for p in pairs], tokenizer, context)
+
     def judge_batch(self, pairs: Sequence[JudgeRequest],
                     vote_seeds: Sequence[int]) -> list[JudgeResult]:
         """Judge every pair; unparseable ones are re-asked, then recorded with verdict None.
 
         The backend's tokenizer (when it has one) is read once: its special-token strings are
-        deleted from the texts, and it applies the chat template when `fmt` asks for one.
+        deleted from the texts, and it applies the chat template when `fmt` asks for one. A prompt
+        that cannot fit the judge model's context is a JudgeError before anything is generated.
         """
         _check_batch(pairs, vote_seeds)
-        tokenizer = getattr(self.backend, "tokenizer", None) if pairs else None
+        tokenizer, context = self._tokenizer_and_context() if pairs else (None, None)
         prompts = [self._prompt(pair, tokenizer) for pair in pairs]
+        overflow = self._overflow(pairs, prompts, tokenizer, context)
+        if overflow:
+            raise JudgeError(f"{overflow}: use a judge with a longer context or lower max_tokens")
         results: list[JudgeResult | None] = [None] * len(pairs)
         pending = list(range(len(pairs)))
         last_text = [""] * len(pairs)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks import ids
-from tasks.generate import GenerationBackend, format_prompt, split_steps
+from tasks.generate import GenerationBackend, check_backend_prompts_fit, format_prompt, split_steps
 from tasks.verify import CORRECT, INCORRECT, Verifier, VerifyItem
 
 SCORER = "math_shepherd"
@@ -66,7 +66,7 @@ class MathShepherdScorer:
             return []
         outcomes = self._verifier.verify([VerifyItem(c["text"], c["reference_answer"]) for c in labelled])
         labelled = [(c, v.label == CORRECT) for c, v in zip(labelled, outcomes) if v.label in (CORRECT, INCORRECT)]
-        prompts, seeds, owners = [], [], []
+        prompts, seeds, owners, names = [], [], [], []
         tokenizer = getattr(self.backend, "tokenizer", None) if self.format.kind == "chat" else None
         for index, (c, _) in enumerate(labelled):
             head = format_prompt(c["problem"], self.format, tokenizer)
@@ -74,6 +74,8 @@ class MathShepherdScorer:
                 prompts.append(head + prefix)
                 seeds.append(rollout_seed(self.sampling.seed, c["candidate_id"], step))
                 owners.append((index, prefix))
+                names.append(f"the rollout prompt of candidate {c['candidate_id']} after step {step + 1}")
+        check_backend_prompts_fit(self.backend, dict(zip(names, prompts)), self.sampling.max_tokens)
         completions = self.backend.generate(prompts, self.sampling, seeds) if prompts else []
         if len(completions) != len(prompts):
             raise RuntimeError(f"backend returned {len(completions)} results for {len(prompts)} rollout prompts")

@@ -318,6 +318,18 @@ def test_flow_picks_once_per_prompt_and_method_and_reports_what_the_picks_say(
     assert con.execute("SELECT count(*) FROM picks WHERE correct = (sample_index % 2 = 0)").fetchone()[0] == 27
     assert printed_accuracies(relabelled["table"]) == verifier_accuracies(con)
 
+    # A judge whose context cannot hold the judge prompts: its methods are skipped and the report
+    # says why (no engine starts); asked for by name, the run is refused.
+    small = config.model_copy(update={"engine": config.engine.model_copy(update={"max_model_len": 200})})
+    starts = LazyBackend.starts
+    limited = best_of_n_flow(small)
+    assert LazyBackend.starts == starts and set(limited["skipped"]) == {"knockout", "elo"}
+    assert re.fullmatch(r"the judge prompt for candidates \w+ vs \w+ has \d+ tokens \+ max_tokens 16, more "
+                        r"than the judge model's context of 200 tokens", limited["skipped"]["elo"])
+    assert limited["skipped"]["elo"] in Path(limited["report"]).read_text()
+    with pytest.raises(ValueError, match="method 'knockout' cannot run: the judge prompt for candidates"):
+        best_of_n_flow(small.model_copy(update={"methods": ("majority", "knockout")}))
+
 
 def printed_accuracies(table_text: str) -> dict[str, str]:
     """method -> accuracy cell of the printed table (rows after the header and the sampling row)."""

@@ -250,3 +250,24 @@ def test_knockout_and_elo_rows_of_one_judge_have_distinct_keys_and_a_stale_score
         judge_candidates(lake, oracle, candidates, 0, method="elo", scorer="judge_knockout")
     with pytest.raises(ValueError, match="not elo with k=3"):
         judge_candidates(lake, oracle, candidates, 0, method="elo", votes_k=3, scorer="judge_elo")
+
+
+def test_a_judge_prompt_that_cannot_fit_the_context_is_refused_before_generating(tiny_model_dir) -> None:  # noqa: ANN001
+    """The judge measures its prompts with the judge model's tokenizer and context (read from the
+    folder: the engine stays stopped) and names the pair that cannot fit with max_tokens."""
+    from schemas.generation import EngineConfig
+    from tasks.generate import LazyBackend
+
+    pair = JudgeRequest(query="What is 3+4?", first_text="3+4=7\n#### 7", second_text="3+4=8\n#### 8",
+                        first_id="c-1", second_id="c-2")
+    sampling = SamplingConfig(n=1, max_tokens=16)
+    roomy = GenerativeJudge(LazyBackend(tiny_model_dir, EngineConfig(backend="hf", max_model_len=4096)), sampling)
+    assert roomy.context_overflow([pair]) is None and not roomy.backend.started
+    small = GenerativeJudge(LazyBackend(tiny_model_dir, EngineConfig(backend="hf", max_model_len=200)), sampling)
+    message = small.context_overflow([pair])
+    assert message is not None and re.fullmatch(
+        r"the judge prompt for candidates c-1 vs c-2 has \d+ tokens \+ max_tokens 16, more than the judge "
+        r"model's context of 200 tokens", message)
+    with pytest.raises(JudgeError, match=re.escape(message + ": use a judge with a longer context")):
+        small.judge_batch([pair], [0])
+    assert not small.backend.started

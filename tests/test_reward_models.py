@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.generation import SamplingConfig
+from schemas.generation import PromptFormat, SamplingConfig
 from tasks.demo_task import ChainConfig, generate_problems
-from tasks.generate import Completion, split_steps
+from tasks.generate import Completion, GenerationError, split_steps
 from tasks.lake import Lake
 from tasks.math_shepherd import MathShepherdScorer, rollout_prefixes, soft_labels
 from tasks.metrics import auroc
@@ -228,6 +228,26 @@ def test_math_shepherd_labels_each_step_from_rollouts() -> None:
     assert backend.calls == [5]  # one batched call: 2 + 2 + 1 step prefixes
     assert scorer.rollouts == 15
     assert all(r["scorer"] == "math_shepherd" and r["value"] is None for r in rows)
+
+
+def test_math_shepherd_refuses_a_rollout_prompt_longer_than_the_context() -> None:
+    """Prompt + step prefix + max_tokens is checked against the engine's context before any rollout."""
+    class ShortContext(ScriptedBackend):
+        def prompt_limits(self):  # noqa: ANN202 - one token per character, a context of 40
+            return (lambda texts: {"input_ids": [list(t) for t in texts]}), 40
+
+    backend = ShortContext()
+    scorer = MathShepherdScorer(backend, SamplingConfig(n=3, temperature=1.0, max_tokens=16), model_id="m",
+                                workers=1, prompt_format=PromptFormat(template="{problem}\n"))
+    base = {"prompt_id": "p", "iteration": 0, "problem": "(1+2)*2", "reference_answer": "6", "sample_index": 0}
+    try:  # 8 + 6 and 8 + 12 characters fit with 16 more; 8 + 27 for the long second step do not
+        with pytest.raises(GenerationError, match=r"^the rollout prompt of candidate long after step 2: 35 prompt "
+                                                  r"tokens \+ max_tokens 16 exceed the model's context of 40 tokens"):
+            scorer.score([{**base, "candidate_id": "short", "text": "1+2=3\n3*2=6\n#### 6"},
+                          {**base, "candidate_id": "long", "text": "1+2=3\n3*2=6 so far so good\n#### 6"}])
+    finally:
+        scorer.close()
+    assert backend.calls == []
 
 
 @pytest.mark.slow
