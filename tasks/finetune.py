@@ -171,7 +171,8 @@ def train(
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW([p for p in trainable_model.parameters() if p.requires_grad],
                                   lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(config.warmup_steps, total_steps, config.min_lr_ratio))
     # the scheduler is not prepared: Accelerate would step it once per process per step
     prepared, optimizer = accelerator.prepare(trainable_model, optimizer)
     batch = _Batcher(encoded, torch.tensor([e.weight for e in examples], dtype=torch.float32),
@@ -318,13 +319,15 @@ def _report(step: int, total_steps: int, loss: float, config: TrainConfig,
         logger.info("step %d/%d loss %.4f", step, total_steps, loss)
 
 
-def _cosine_with_warmup(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
+def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """The learning-rate factor of each step: linear warmup to 1, then a cosine down to `min_ratio`
+    at `total_steps` (for torch's LambdaLR)."""
     def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+        return min_ratio + (1 - min_ratio) * cosine
     return factor
 
 

@@ -57,6 +57,7 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
     handle = open(path, "a+")
     try:
         deadline = time.monotonic() + wait_s
+        waiting = False
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,6 +67,10 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
                     raise LockBusy(
                         f"iteration {iteration} of the lake at {lake_root} is being run by "
                         f"{_describe(_holder(path))}: wait for it to finish, or set {WAIT_ENV} to wait") from None
+                if not waiting:
+                    waiting = True
+                    logger.warning("iteration %d: waiting up to %.0f s for %s to finish", iteration, wait_s,
+                                   _describe(_holder(path)))
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         previous = _holder(path)  # read under the lock: the last holder's final word
         if previous.get("pid") and not previous.get("released"):

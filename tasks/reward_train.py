@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tasks import ids
-from tasks.finetune import write_model_card
+from tasks.finetune import cosine_with_warmup, write_model_card
 from tasks.generate import model_id_for
 from tasks.reward_model import ORM_KIND, PRM_KIND, encode_candidate, pad_batch
 
@@ -127,15 +127,6 @@ def _encode(tokenizer: Any, examples: Sequence[RMExample], kind: str, limit: int
     return encoded
 
 
-def _schedule(config: RMTrainConfig, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
 def fit_reward_model(model: Any, tokenizer: Any, examples: Sequence[RMExample], kind: str,
                      config: RMTrainConfig, step_separator: str = "\n",
                      progress: Callable[[int, int, float], None] | None = None) -> tuple[int, list[float], float]:
@@ -156,7 +147,8 @@ def fit_reward_model(model: Any, tokenizer: Any, examples: Sequence[RMExample], 
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(config.warmup_steps, total_steps, min_ratio=0.1))
     generator = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     order: list[int] = []

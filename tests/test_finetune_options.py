@@ -219,3 +219,14 @@ def test_two_process_accelerate_launch_trains_together_and_writes_one_model(mode
     assert card["train"]["final_loss"] == pytest.approx(single.final_loss, rel=1e-4)
     alone_weights = load_weights(alone)
     assert all(float((after[k] - alone_weights[k]).abs().max()) < 1e-4 for k in after)
+
+
+def test_cosine_with_warmup_rises_then_falls_to_its_floor() -> None:
+    """The schedule finetuning and reward-model training share: linear warmup, cosine to min_ratio."""
+    from tasks.finetune import cosine_with_warmup
+
+    factor = cosine_with_warmup(warmup_steps=4, total_steps=14, min_ratio=0.1)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == 1.0 and math.isclose(factor(9), 0.55) and math.isclose(factor(14), 0.1)
+    assert math.isclose(factor(100), 0.1)  # past the end: stays at the floor
+    assert all(factor(s) > factor(s + 1) for s in range(4, 14))

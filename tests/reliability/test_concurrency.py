@@ -50,6 +50,8 @@ def test_a_waiting_process_gets_the_lock_when_the_holder_finishes(tmp_path, capl
         with iteration_lock(tmp_path, 0, wait_s=60):
             assert holder.poll() is not None or time.monotonic() - started >= 1.0
     holder.wait()
+    assert f"iteration 0: waiting up to 60 s for pid {holder.pid} on " in caplog.text  # said once
+    assert caplog.text.count("waiting up to") == 1
     assert "took over" not in caplog.text  # the holder released it: nothing was left behind
 
 
@@ -74,8 +76,11 @@ def server(tmp_path_factory):
 def test_two_processes_run_the_same_iteration_at_once(server, tiny_model_dir, tmp_path):
     config = write_run(tmp_path / "run", tiny_model_dir)
     lake = lake_of(config)
-    first = start_iteration(config, server.env)
-    waiter = start_iteration(config, {**server.env, "FLYWHEEL_LOCK_WAIT_S": "600"})
+    # Both start at once and either may take the lock first, so both are willing to wait: one
+    # proceeds, the other waits for it (a process not willing to wait is refused, below).
+    waiting = {**server.env, "FLYWHEEL_LOCK_WAIT_S": "600"}
+    first = start_iteration(config, waiting)
+    waiter = start_iteration(config, waiting)
     try:
         deadline = time.monotonic() + 120
         lock = lock_path(lake.root, 0)
@@ -92,9 +97,14 @@ def test_two_processes_run_the_same_iteration_at_once(server, tiny_model_dir, tm
         assert refused.stderr.strip().startswith(
             f"flywheel: error: iteration 0 of the lake at {lake.root} is being run by pid {holder.pid} ")
         assert len(refused.stderr.strip().splitlines()) == 1
+        printed = {}
         for process in (first, waiter):
-            _, err = process.communicate(timeout=600)
+            out, err = process.communicate(timeout=600)
             assert process.returncode == 0, err[-2000:]
+            printed[process.pid] = out
+        other = waiter if holder is first else first
+        assert f"iteration 0: waiting up to 600 s for pid {holder.pid} on " in printed[other.pid]
+        assert "waiting up to" not in printed[holder.pid]
     finally:
         for process in (first, waiter):
             if process.poll() is None:
