@@ -1,6 +1,9 @@
 """Lake benchmark: write 1M candidate rows and 1M score rows in shards, then time the
 per-iteration summary (rows, solve rate per prompt, yield) through the DuckDB views.
 
+It also times the duplicate-key check of `Lake.write`: one more shard written into a partition
+that already holds `--rows` candidate rows, with the check and without it, side by side.
+
 Usage: python bench/lake.py [--rows 1000000] [--shard-rows 50000] [--iterations 4] [--lake DIR]
 Last line: `summary query seconds: <x>` (target: under 1 s on a 2-core machine).
 """
@@ -18,6 +21,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import tasks.lake as lake_module  # noqa: E402
 from tasks.lake import Lake  # noqa: E402
 from tasks.sql import connect  # noqa: E402
 
@@ -71,6 +75,37 @@ def score_shard(start: int, rows: int, iteration: int, n_samples: int) -> pa.Tab
     })
 
 
+def bench_key_check(rows: int, shard_rows: int, repeats: int = 5) -> None:
+    """Time one shard's write into a partition of `rows` rows: with the duplicate-key check (its
+    key cache cold, then warm) and without it, alternating, and print the medians and overhead."""
+    root = Path(tempfile.mkdtemp(prefix="flywheel-bench-keys-"))
+    try:
+        lake = Lake(root)
+        for start in range(0, rows, shard_rows):
+            lake.write("candidates", candidate_shard(start, min(shard_rows, rows - start), 0, 8),
+                       iteration=0, shard=f"bench-{start:09d}")
+        extra = candidate_shard(rows, shard_rows, 0, 8)
+        checked = lake_module.Lake._refuse_duplicate_keys
+        times: dict[str, list[float]] = {"cold": [], "warm": [], "off": []}
+        for _ in range(repeats):
+            for mode in ("cold", "warm", "off"):
+                if mode == "cold":
+                    lake_module._SHARD_KEYS.clear()
+                lake_module.Lake._refuse_duplicate_keys = (
+                    checked if mode != "off" else lambda *args, **kwargs: None)
+                t0 = time.perf_counter()
+                lake.write("candidates", extra, iteration=0, shard="bench-extra")
+                times[mode].append(time.perf_counter() - t0)
+        lake_module.Lake._refuse_duplicate_keys = checked
+        median = {mode: sorted(values)[len(values) // 2] for mode, values in times.items()}
+        print(f"duplicate-key check, {shard_rows:,}-row shard into a partition of {rows:,} rows "
+              f"(median of {repeats}): write {median['off']:.3f} s unchecked, {median['cold']:.3f} s "
+              f"checked with a cold key cache ({median['cold'] / median['off']:.2f}x), "
+              f"{median['warm']:.3f} s warm ({median['warm'] / median['off']:.2f}x)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,6 +135,8 @@ def main() -> None:
             print(f"{table}: {total:,} rows in {len(lake.shards(table))} shards, "
                   f"write {total / write_s:,.0f} rows/s (validate + zstd + fsync + rename; "
                   f"building the synthetic rows took {build_s:.1f} s more)")
+
+        bench_key_check(args.rows, args.shard_rows)
 
         con = connect(lake)
         timings = []

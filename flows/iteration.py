@@ -257,7 +257,7 @@ def finetune_task(config: LoopConfig, model: ModelRef, iteration: int) -> ModelR
     path, model_id, reused = finetune_on_selection(
         lake, iteration=iteration, source_model_id=model.model_id, policy_hash=policy_hash(config.selection),
         start_path=start.path, start_model_id=start.model_id, output=out, stage=config.finetune,
-        fmt=config.generation.format, sampling_hash=round_sampling_hash(config))
+        fmt=config.generation.format, sampling_hash=round_sampling_hash(config), run_id=f"run {config.run_id}")
     _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
     return ModelRef(str(path), model_id)
 

@@ -98,13 +98,16 @@ def evaluate_model(
     if any(p["split"] != EVAL_SPLIT for p in prompts):
         raise ValueError("evaluate_model only runs on eval-split prompts")
     greedy = greedy_sampling(sampling)
-    for params in (sampling, greedy):
+    # A greedy-only evaluation (T=0, n=1) samples exactly the greedy candidates: generate and
+    # score them once.
+    for params in [sampling] if greedy == sampling else [sampling, greedy]:
         generate_candidates(lake, backend, prompts, model_id=model_id, iteration=iteration,
                             sampling=params, fmt=fmt, chunk_size=chunk_size)
     sampled = eval_candidates(lake, iteration, model_id, generation_hash(sampling, fmt, "\n"))
     greedy_rows = eval_candidates(lake, iteration, model_id, generation_hash(greedy, fmt, "\n"))
+    distinct = list({c["candidate_id"]: c for c in sampled + greedy_rows}.values())
     for scorer in scorers:
-        score_candidates(lake, scorer, sampled + greedy_rows, iteration)
+        score_candidates(lake, scorer, distinct, iteration)
     values = metrics_from_lake(lake, iteration, sampled, ks, rm_scorers)
     verdicts = score_map(lake, iteration, "verifier")
     values.append(greedy_accuracy([verdicts[c["candidate_id"]]["label"] == CORRECT for c in greedy_rows]))

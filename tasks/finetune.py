@@ -408,20 +408,51 @@ def save_checkpoint(model, tokenizer, output: Path, title: str, card: dict) -> P
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     write_model_card(staging, title, card)
-    shutil.rmtree(output, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     crash_point("save-checkpoint")
-    staging.rename(output)
+    try:
+        staging.rename(output)  # never replaces a folder: a checkpoint is not deleted to make room
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointConflict(f"cannot save the checkpoint: {output} already exists "
+                                 f"({error.strerror}); it is left as it is") from None
     return output.resolve()
+
+
+class CheckpointConflict(RuntimeError):
+    """A checkpoint folder already holds a model trained from other inputs; nothing is deleted."""
+
+
+def refuse_other_checkpoint(output: Path, model_id: str, inputs: dict, what: str) -> None:
+    """Raise CheckpointConflict when `output` exists but does not hold `model_id`, naming the input
+    that differs (from the card's recorded inputs) so the user can pick a new run id instead."""
+    if not output.exists():
+        return
+    card_path = output / "flywheel_card.json"
+    try:
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    except ValueError:
+        card = {}
+    if card.get("model_id") == model_id:
+        return
+    recorded = card.get("inputs") or {}
+    differing = [name for name in inputs if name in recorded and recorded[name] != inputs[name]]
+    why = (f"its {', '.join(differing)} differ" if differing
+           else "it was trained from other inputs" if card else "it is not a Flywheel checkpoint")
+    raise CheckpointConflict(
+        f"{what}: {output} already holds model {card.get('model_id', '?')} and {why}; these inputs make "
+        f"{model_id}. The folder is kept: use a new run_id, or move the folder away to train again")
 
 
 def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
                           start_model_id: str, output: Path, stage, fmt,
-                          sampling_hash: str | None = None) -> tuple[Path, str, bool]:
+                          sampling_hash: str | None = None, run_id: str | None = None) -> tuple[Path, str, bool]:
     """Train the next model on a selection and register it; reuse it when the inputs match.
 
     The model id is a hash of its inputs (start model, kept samples and weights, settings), so a
-    rerun finds the finished checkpoint instead of training again. Returns (path, model_id, reused).
+    rerun finds the finished checkpoint instead of training again. A folder at `output` holding a
+    model from other inputs is refused (CheckpointConflict), never deleted. Returns (path,
+    model_id, reused).
     """
     from datetime import datetime, timezone
 
@@ -433,12 +464,16 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     rows = selected_examples(lake, iteration, policy_hash, source_model_id, sampling_hash)
     if not rows:
         raise ValueError(f"selection {policy_hash} kept no samples in iteration {iteration}: nothing to finetune on")
+    examples_hash = ids.content_hash("examples", [(r["candidate_id"], r["weight"]) for r in rows])
     input_hash = ids.content_hash("finetune", start_model_id, [(r["candidate_id"], r["weight"]) for r in rows],
                                   stage.model_dump(), fmt.model_dump())
     model_id = f"ft-{input_hash}"
+    inputs = {"start model": start_model_id, "selection": policy_hash, "kept samples": examples_hash,
+              "finetune config": stage.model_dump(mode="json"), "prompt format": fmt.model_dump(mode="json")}
     output = Path(output)
+    refuse_other_checkpoint(output, model_id, inputs, f"{run_id or 'run'} iteration {iteration + 1}")
     card_path = output / "flywheel_card.json"
-    if card_path.is_file() and json.loads(card_path.read_text()).get("model_id") == model_id:
+    if card_path.is_file():
         card = json.loads(card_path.read_text())
         if not lake.existing_keys("models", iteration + 1, ["model_id"]) >= {(model_id,)}:
             # a crash between saving the checkpoint and registering it: register it now
@@ -459,7 +494,7 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     card = {
         "model_id": model_id, "kind": "finetuned", "parent_id": source_model_id, "start_model_id": start_model_id,
         "iteration": iteration + 1, "selection_hash": policy_hash, "examples": len(examples),
-        "train": result.summary(), "finetune": stage.model_dump(), "lora": config.lora_card(),
+        "train": result.summary(), "finetune": stage.model_dump(), "lora": config.lora_card(), "inputs": inputs,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     save_checkpoint(model, tokenizer, output, f"Flywheel checkpoint, iteration {iteration + 1}", card)

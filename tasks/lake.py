@@ -13,9 +13,10 @@ import subprocess
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas import SchemaError, table_spec
@@ -31,6 +32,10 @@ METADATA_PREFIX = "flywheel."
 
 class LakeError(RuntimeError):
     """A lake path or shard problem; the message is one line naming the path."""
+
+
+class DuplicateKeyError(LakeError):
+    """A write would add a key that its table's partition already holds (or holds twice itself)."""
 
 
 def default_lake_root() -> str:
@@ -135,6 +140,8 @@ class Lake:
             shard = ids.shard_id(table, keys)
         if "/" in shard or shard.startswith("."):
             raise LakeError(f"invalid shard name {shard!r}")
+        target = self.partition_dir(table, iteration) / f"{shard}.parquet"
+        self._refuse_duplicate_keys(table, arrow, iteration, target)
         file_metadata = {
             "schema_version": str(spec.version),
             "table": table,
@@ -145,9 +152,31 @@ class Lake:
         arrow = arrow.replace_schema_metadata(
             {f"{METADATA_PREFIX}{k}": str(v) for k, v in file_metadata.items()}
         )
-        target = self.partition_dir(table, iteration) / f"{shard}.parquet"
         _atomic_write_parquet(arrow, target)
         return target
+
+    def _refuse_duplicate_keys(self, table: str, arrow: pa.Table, iteration: int, target: Path) -> None:
+        """Raise DuplicateKeyError when `arrow` repeats a key, or holds a key that another shard of
+        the same table and partition already holds (the shard it replaces does not count)."""
+        key = table_spec(table).key
+        new = _key_strings(arrow, key)
+        if pc.count_distinct(new).as_py() != len(new):
+            counts = pc.value_counts(new)
+            repeated = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+            raise DuplicateKeyError(f"table {table!r}, iteration {iteration}: the rows to write hold key "
+                                    f"{_describe_key(key, repeated)} more than once")
+        others = [other for other in self.shards(table, iteration) if other != target]
+        if not others:
+            return
+        # Probe every existing key against a hash set of the new ones (built once, small).
+        existing = pa.chunked_array([_shard_keys(other, key) for other in others], type=pa.string())
+        clash = pc.is_in(existing, value_set=new)
+        if pc.any(clash).as_py():
+            first = existing.filter(clash)[0].as_py()
+            where = next(o for o in others if pc.any(pc.equal(_shard_keys(o, key), first)).as_py())
+            raise DuplicateKeyError(
+                f"table {table!r}, iteration {iteration}: key {_describe_key(key, first)} is already "
+                f"in shard {where.name}; refusing to write it again")
 
     # -- reading -----------------------------------------------------------------------------
     def read(
@@ -184,6 +213,43 @@ class Lake:
             for k, v in raw.items()
             if k.decode().startswith(METADATA_PREFIX)
         }
+
+
+KEY_SEPARATOR = "\x1f"
+_NULL_KEY_PART = "\x00null"
+# Key column of each shard already read, by path, valid while its size and mtime are unchanged.
+_SHARD_KEYS: dict[Path, tuple[int, int, pa.Array]] = {}
+_SHARD_KEYS_MAX = 4096
+
+
+def _key_strings(arrow: pa.Table, key: Sequence[str]) -> pa.Array:
+    """One string per row joining its key columns (nulls spelled out, so they compare equal)."""
+    parts = [pc.cast(arrow.column(name), pa.string()).combine_chunks() for name in key]
+    if len(parts) == 1:
+        return pc.fill_null(parts[0], _NULL_KEY_PART)
+    return pc.binary_join_element_wise(*parts, KEY_SEPARATOR, null_handling="replace",
+                                       null_replacement=_NULL_KEY_PART)
+
+
+def _shard_keys(path: Path, key: Sequence[str]) -> pa.Array:
+    """The key strings of one shard, read once per version of the file."""
+    stat = path.stat()
+    cached = _SHARD_KEYS.get(path)
+    if cached is not None and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+        return cached[2]
+    try:
+        keys = _key_strings(pq.read_table(path, columns=list(key)), key)
+    except (pa.ArrowException, OSError) as error:
+        raise LakeError(f"unreadable shard {path}: {_first_line(error)}") from None
+    if len(_SHARD_KEYS) >= _SHARD_KEYS_MAX:
+        _SHARD_KEYS.clear()
+    _SHARD_KEYS[path] = (stat.st_size, stat.st_mtime_ns, keys)
+    return keys
+
+
+def _describe_key(key: Sequence[str], joined: str) -> str:
+    values = joined.split(KEY_SEPARATOR)
+    return ", ".join(f"{name}={value!r}" for name, value in zip(key, values))
 
 
 def _atomic_write_parquet(table: pa.Table, target: Path) -> None:

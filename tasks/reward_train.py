@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tasks import ids
-from tasks.finetune import cosine_with_warmup, write_model_card
+from tasks.finetune import CheckpointConflict, cosine_with_warmup, refuse_other_checkpoint, write_model_card
 from tasks.generate import model_id_for
 from tasks.reward_model import ORM_KIND, PRM_KIND, encode_candidate, pad_batch
 
@@ -198,6 +198,9 @@ def train_reward_model(start_path: str | os.PathLike[str], kind: str, examples: 
     model_id = f"{prefix}-" + ids.content_hash("reward-model", kind, start_id, asdict(config), step_separator,
                                                [(e.key, e.prompt, e.targets) for e in examples])
     output = Path(output)
+    inputs = {"start model": start_id, "kind": kind, "config": asdict(config), "step separator": step_separator,
+              "examples": ids.content_hash("examples", [(e.key, e.prompt, e.targets) for e in examples])}
+    refuse_other_checkpoint(output, model_id, inputs, f"{kind} reward model")
     card_path = output / "flywheel_card.json"
     if card_path.is_file():
         card = json.loads(card_path.read_text())
@@ -228,9 +231,13 @@ def train_reward_model(start_path: str | os.PathLike[str], kind: str, examples: 
     card = {"model_id": model_id, "kind": "orm" if kind == ORM_KIND else "prm", "start_model_id": start_id,
             "examples": len(examples), "config": asdict(config),
             "train": {k: v for k, v in asdict(result).items() if k not in ("path", "reused", "model_id")},
-            **(extra_card or {})}
+            "inputs": inputs, **(extra_card or {})}
     write_model_card(staging, f"Flywheel {card['kind'].upper()}", card)
-    shutil.rmtree(output, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(output)
+    try:
+        staging.rename(output)  # never replaces a folder: a reward model is not deleted to make room
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointConflict(f"cannot save the reward model: {output} already exists "
+                                 f"({error.strerror}); it is left as it is") from None
     return result

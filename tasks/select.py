@@ -461,21 +461,27 @@ def candidate_filter(model_id: str | None, sampling_hash: str | None) -> dict[st
     return {k: v for k, v in (("model_id", model_id), ("sampling_hash", sampling_hash)) if v is not None}
 
 
-def _existing_selection(lake: Lake, iteration: int, policy: SelectionPolicy, model_id: str | None,
-                        sampling_hash: str | None) -> SelectionResult | None:
-    """The SelectionResult of a selection shard already written for this policy and candidates."""
-    path = lake.partition_dir("selections", iteration) / (
-        selection_shard(policy, candidate_filter(model_id, sampling_hash)) + ".parquet")
-    if not path.is_file():
+# Frame columns that are the candidate's immutable content (its id already names them).
+_CONTENT_COLUMNS = ("text", "steps")
+
+
+def selection_inputs_hash(frame: pa.Table, policy: SelectionPolicy) -> str:
+    """Id of what a selection is computed from: the policy and every candidate's id, prompt
+    reference and scores (version, value, label, answer, steps) in the frame."""
+    columns = [c for c in frame.column_names if c not in _CONTENT_COLUMNS]
+    return content_hash("selection-inputs", policy_hash(policy), frame.select(columns).to_pylist())
+
+
+def _existing_selection(lake: Lake, iteration: int, policy: SelectionPolicy, shard: str,
+                        inputs_hash: str, frame: pa.Table) -> SelectionResult | None:
+    """The selection already in the lake for exactly these inputs, or None (absent or stale)."""
+    path = lake.partition_dir("selections", iteration) / f"{shard}.parquet"
+    if not path.is_file() or lake.file_metadata(path).get("inputs_hash") != inputs_hash:
         return None
-    con = connect(lake, filters={"candidates": candidate_filter(model_id, sampling_hash)})
-    candidates, prompts = con.execute(
-        """SELECT count(*), count(DISTINCT c.prompt_id) FROM candidates c JOIN prompts p USING (prompt_id)
-           WHERE c.iteration = ? AND p.split = 'train'""", [iteration]).fetchone()
     kept = pa.parquet.read_table(path, columns=["prompt_id"]).column("prompt_id").to_pylist()
     return SelectionResult(iteration=int(iteration), policy_name=policy.name, policy_hash=policy_hash(policy),
-                           candidates=candidates, prompts=prompts, kept=len(kept),
-                           prompts_kept=len(set(kept)), path=path)
+                           candidates=frame.num_rows, prompts=len(set(frame.column("prompt_id").to_pylist())),
+                           kept=len(kept), prompts_kept=len(set(kept)), path=path)
 
 
 def select(lake: Lake, iteration: int, policy: SelectionPolicy,
@@ -485,24 +491,26 @@ def select(lake: Lake, iteration: int, policy: SelectionPolicy,
 
     Rerunning the same policy replaces its shard (no duplicate rows); a run that keeps nothing
     removes a shard an earlier run of the same policy left. No candidates is an error. With
-    `reuse`, a selection already in the lake for the same policy and candidate set is returned as
-    it is (scores are immutable per candidate and scorer, so it cannot differ).
+    `reuse`, the selection already in the lake is returned as it is when it was computed from the
+    same inputs (`selection_inputs_hash`: candidates, references and scores); new candidates or
+    changed scores always select again.
     """
-    if reuse:
-        existing = _existing_selection(lake, iteration, policy, model_id, sampling_hash)
-        if existing is not None:
-            return existing
     frame = scored_candidates(lake, iteration, model_id=model_id, sampling_hash=sampling_hash)
     if frame.num_rows == 0:
         raise ValueError(f"no candidates in iteration {iteration} to select from")
+    shard = selection_shard(policy, candidate_filter(model_id, sampling_hash))
+    inputs_hash = selection_inputs_hash(frame, policy)
+    if reuse:
+        existing = _existing_selection(lake, iteration, policy, shard, inputs_hash, frame)
+        if existing is not None:
+            return existing
     rows = apply_policy(frame, policy)
     digest = policy_hash(policy)
-    shard = selection_shard(policy, candidate_filter(model_id, sampling_hash))
     path: Path | None
     if rows:
         path = lake.write("selections", rows, int(iteration), shard=shard, metadata={
             "policy_name": policy.name, "policy_hash": digest,
-            "policy": canonical_json(canonical(policy)),
+            "policy": canonical_json(canonical(policy)), "inputs_hash": inputs_hash,
         })
     else:
         path = None

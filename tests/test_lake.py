@@ -10,7 +10,7 @@ import pytest
 
 from schemas import SchemaError
 from tasks import ids
-from tasks.lake import Lake, LakeError
+from tasks.lake import DuplicateKeyError, Lake, LakeError
 from tasks.sql import connect, write_views_file
 from tests.conftest import PROJECT_ROOT
 
@@ -50,6 +50,50 @@ def test_same_rows_write_the_same_shard_name(lake: Lake):
     second = lake.write("scores", list(reversed(score_rows(4))), iteration=0)
     assert first == second
     assert lake.read("scores").num_rows == 4
+
+
+def test_a_key_already_in_the_partition_is_refused_naming_table_and_key(lake: Lake):
+    lake.write("scores", score_rows(4), iteration=0, shard="first")
+    overlapping = score_rows(6)[3:]  # c3 is already in shard "first"
+    with pytest.raises(DuplicateKeyError) as error:
+        lake.write("scores", overlapping, iteration=0, shard="second")
+    message = str(error.value)
+    assert "'scores'" in message and "candidate_id='c3'" in message and "scorer='verifier'" in message
+    assert "first.parquet" in message and "\n" not in message
+    assert sorted(p.name for p in lake.shards("scores")) == ["first.parquet"]
+    assert lake.read("scores").num_rows == 4
+
+
+def test_the_same_key_in_another_partition_or_for_another_scorer_is_allowed(lake: Lake):
+    lake.write("scores", score_rows(3), iteration=0, shard="a")
+    lake.write("scores", score_rows(3, iteration=1), iteration=1, shard="a")
+    lake.write("scores", score_rows(3, scorer="step_verifier"), iteration=0, shard="b")
+    assert lake.read("scores").num_rows == 9
+
+
+def test_rewriting_a_shard_under_its_own_name_replaces_it(lake: Lake):
+    lake.write("scores", score_rows(3), iteration=0, shard="same")
+    lake.write("scores", score_rows(4), iteration=0, shard="same")
+    assert lake.read("scores").num_rows == 4
+
+
+def test_rows_repeating_a_key_within_one_write_are_refused(lake: Lake):
+    rows = score_rows(3) + score_rows(2)
+    with pytest.raises(DuplicateKeyError, match="more than once"):
+        lake.write("scores", rows, iteration=0)
+    assert lake.shards("scores") == []
+
+
+def test_null_key_parts_compare_equal(lake: Lake):
+    from schemas import table_spec
+
+    row = {c: None for c in table_spec("evals").columns}
+    row.update(run_id="r", model_id="m", iteration=0, split="eval", benchmark="b", metric="pass", k=1,
+               scorer=None, value=0.5, n_problems=3)
+    rows = [row]
+    lake.write("evals", rows, iteration=0, shard="one")
+    with pytest.raises(DuplicateKeyError, match="'evals'"):
+        lake.write("evals", rows, iteration=0, shard="two")
 
 
 def test_wrong_schema_writes_nothing(lake: Lake):

@@ -95,7 +95,7 @@ def score_rows(problem, index, spec, iteration, skip=()):
     return {s: {**base, "scorer": s, **v} for s, v in verdicts.items() if s not in skip}
 
 
-def build(lake: Lake, world: dict, iteration: int = 0, skip: dict | None = None) -> None:
+def build(lake: Lake, world: dict, iteration: int = 0, skip: dict | None = None, tag: str = "") -> None:
     """Write prompts, candidates and scores; each scorer in its own shard, rows reversed, so
     only joining by id can line them up."""
     skip = skip or {}
@@ -118,7 +118,7 @@ def build(lake: Lake, world: dict, iteration: int = 0, skip: dict | None = None)
     lake.write("candidates", cands[::-1], iteration)
     for scorer, rows in scores.items():
         if rows:
-            lake.write("scores", rows[::-1], iteration, shard=f"scores-{scorer}")
+            lake.write("scores", rows[::-1], iteration, shard=f"scores-{scorer}{tag}")
 
 
 
@@ -185,9 +185,12 @@ def test_scored_candidates_reads_one_iteration_and_chosen_scorers(lake):
 
 
 def test_a_duplicate_score_row_is_an_error(lake):
+    """Lake.write refuses the duplicate; a shard copied in by another tool can still hold one."""
+    import pyarrow.parquet as pq
+
     build(lake, WORLD)
     dup = score_rows("b", 1, WORLD["b"][1][1], 0)["orm"]
-    lake.write("scores", [dup], 0, shard="again")
+    pq.write_table(table_spec("scores").from_rows([dup]), lake.partition_dir("scores", 0) / "again.parquet")
     message = f"candidate {cid('b', 1)} has more than one 'orm' score row"
     with pytest.raises(ValueError, match=message):
         scored_candidates(lake, 0)
@@ -485,3 +488,35 @@ def test_select_on_an_empty_iteration_is_an_error(lake):
     build(lake, WORLD)
     with pytest.raises(ValueError, match="no candidates in iteration 4"):
         select(lake, 4, PRESETS["keep_correct"])
+
+
+def test_a_reused_selection_is_redone_when_new_candidates_arrive(lake):
+    build(lake, {"b": WORLD["b"], "c": WORLD["c"]})
+    first = select(lake, 0, PRESETS["keep_correct"], reuse=True)
+    assert (first.kept, first.candidates) == (2, 4)
+    build(lake, {"f": ("7", [c("f0", "correct", "7", 0.1, [0.6], 0.0, [0.0], 1.0),
+                             c("f1", "correct", "7", 0.2, [0.6], 0.0, [0.0], 1.0)])}, tag="-f")
+    again = select(lake, 0, PRESETS["keep_correct"], reuse=True)
+    assert (again.kept, again.candidates, again.prompts_kept) == (4, 6, 2)
+    assert lake.read("selections", 0).num_rows == 4
+    assert lake.shards("selections", 0) == [first.path]
+
+
+def test_a_reused_selection_is_redone_when_a_score_changes(lake):
+    build(lake, WORLD)
+    assert select(lake, 0, PRESETS["keep_correct"], reuse=True).kept == 5
+    wrong = [{**row, "label": "incorrect", "value": 0.0, "scorer_version": "2"}
+             for row in lake.read("scores", 0).to_pylist()
+             if row["scorer"] == "verifier" and row["candidate_id"] == cid("b", 0)]
+    rest = [row for row in lake.read("scores", 0).to_pylist()
+            if row["scorer"] == "verifier" and row["candidate_id"] != cid("b", 0)]
+    lake.write("scores", wrong + rest, 0, shard="scores-verifier")  # replaces the verifier shard
+    assert select(lake, 0, PRESETS["keep_correct"], reuse=True).kept == 4
+
+
+def test_a_selection_with_unchanged_inputs_is_reused_without_writing(lake):
+    build(lake, WORLD)
+    first = select(lake, 0, PRESETS["keep_correct"], reuse=True)
+    stamp = first.path.stat().st_mtime_ns
+    again = select(lake, 0, PRESETS["keep_correct"], reuse=True)
+    assert again == first and first.path.stat().st_mtime_ns == stamp

@@ -1,0 +1,63 @@
+"""Evaluation against a lake: each candidate is scored once, whatever the sampling config."""
+from __future__ import annotations
+
+from schemas.generation import PromptFormat, SamplingConfig
+from tasks import ids
+from tasks.evaluate import EVAL_SPLIT, evaluate_model
+from tasks.generate import Completion
+from tasks.lake import Lake
+from tasks.score import VerifierScorer
+
+
+class EchoAnswerBackend:
+    """Answers every problem "a+b" with its sum on the first sample and sum+1 on the others."""
+
+    name = "echo"
+
+    def generate(self, prompts, sampling, seeds):
+        out = []
+        for prompt in prompts:
+            a, b = (int(x) for x in prompt.split("Problem: ")[-1].split("\n")[0].split("+"))
+            out.append([Completion(text=f"{a}+{b}\n#### {a + b + min(i, 1)}", token_ids=[1, 2],
+                                   token_logprobs=None, cumulative_logprob=None, finish_reason="stop")
+                        for i in range(sampling.n)])
+        return out
+
+    def close(self):
+        pass
+
+
+def write_eval_prompts(lake: Lake, problems: list[tuple[int, int]]) -> list[dict]:
+    rows = [dict(prompt_id=ids.prompt_id("t", f"{a}+{b}"), iteration=0, source="t", split=EVAL_SPLIT,
+                 problem=f"{a}+{b}", reference_answer=str(a + b), metadata=None) for a, b in problems]
+    lake.write("prompts", rows, 0)
+    return rows
+
+
+def run_eval(lake: Lake, prompts: list[dict], sampling: SamplingConfig, run_id: str = "r"):
+    scorer = VerifierScorer("exact")
+    try:
+        return evaluate_model(lake, EchoAnswerBackend(), [scorer], prompts, run_id=run_id, model_id="m",
+                              iteration=0, sampling=sampling, fmt=PromptFormat(template="Problem: {problem}\n"),
+                              ks=[1], benchmark="t")
+    finally:
+        scorer.close()
+
+
+def test_a_greedy_only_evaluation_scores_each_candidate_once(lake: Lake):
+    prompts = write_eval_prompts(lake, [(1, 2), (3, 4), (5, 6)])
+    summary = run_eval(lake, prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=8))
+    scores = lake.read("scores").to_pylist()
+    candidates = lake.read("candidates").to_pylist()
+    assert len(candidates) == 3
+    assert len(scores) == 3 and len({(r["candidate_id"], r["scorer"]) for r in scores}) == 3
+    assert summary.values["pass@1"] == 1.0 and summary.values["greedy@1"] == 1.0
+
+
+def test_a_sampled_evaluation_scores_sampled_and_greedy_candidates_once_each(lake: Lake):
+    prompts = write_eval_prompts(lake, [(1, 2), (3, 4)])
+    summary = run_eval(lake, prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=8))
+    scores = lake.read("scores").to_pylist()
+    assert len(lake.read("candidates")) == 2 * 4 + 2
+    assert len(scores) == 10 and len({r["candidate_id"] for r in scores}) == 10
+    assert summary.values["avg@4"] == 0.25 and summary.values["greedy@1"] == 1.0
