@@ -1,7 +1,11 @@
 """picks: the one candidate a reward-guided inference method chose for one prompt.
 
-Key: (run_id, prompt_id, method, model_id, sampling_hash): one pick per prompt and method in a
-best-of-N run over one policy's candidates of one sampling config.
+Key: (run_id, iteration, prompt_id, method, model_id, sampling_hash): one pick per prompt and
+method in a best-of-N run over one policy's candidates of one sampling config, in the lake
+iteration whose candidates and scores it read (version 2; version 1 left the iteration out, so one
+run_id rerun into another iteration gave two rows one key). Picks are never reused: a rerun
+recomputes them and replaces its method's shard, so the scores it read are those of the
+`scorer_version` on the row.
 
 `answer` is the picked candidate's extracted final answer (null: unparseable); `score` is what the
 method ranked it by (ORM logit, aggregated PRM score, the answer's vote total, the judge's
@@ -21,8 +25,8 @@ from schemas.base import TableSpec
 
 SPEC = TableSpec(
     name="picks",
-    version=1,
-    key=("run_id", "prompt_id", "method", "model_id", "sampling_hash"),
+    version=2,
+    key=("run_id", "iteration", "prompt_id", "method", "model_id", "sampling_hash"),
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),

@@ -276,6 +276,11 @@ class PromptCostJudge:
         self.judge, self.counter, self.prompt_of = judge, counter, prompt_of
         self.costs: dict[str, EngineCost] = {}
 
+    @property
+    def version(self) -> str | None:
+        """The wrapped judge's settings version (None when it has none): counting changes no verdict."""
+        return getattr(self.judge, "version", None)
+
     def _prompt(self, pairs: Sequence[JudgeRequest]) -> str | None:
         prompts = set()
         for pair in pairs:

@@ -22,6 +22,14 @@ whitespace, `.`, `*`, `$`, `\\]` or `\\)` may follow: the verdict is the last th
 
 Judges: `GenerativeJudge` asks a `GenerationBackend` (one batched call per attempt, re-asking only
 the unparseable ones); `OracleJudge` answers from verifier labels, for testing tournaments.
+
+Versions. A judge's `version` names everything besides the judge model that changes its verdicts:
+for `GenerativeJudge` a hash of the prompt template (instructions and block layout), the sampling
+settings (temperature, top_p, max_tokens, seed), `max_attempts` and the prompt format; for
+`OracleJudge` its tie-break rule (where its labels come from is the caller's to name).
+`stored_judge_version` joins it to the caller's version (the judge model's id); that string is
+what comparisons rows and judge scores carry, so another temperature or template is another
+judgment, never a reuse of a stored one.
 """
 from __future__ import annotations
 
@@ -151,10 +159,26 @@ class JudgeResult:
 
 
 class Judge(Protocol):
-    """Anything that judges a batch of pairs: one result per request, in request order."""
+    """Anything that judges a batch of pairs: one result per request, in request order.
+
+    A judge may also have a `version` string naming its settings (see `stored_judge_version`).
+    """
 
     def judge_batch(self, pairs: Sequence[JudgeRequest],
                     vote_seeds: Sequence[int]) -> list[JudgeResult]: ...
+
+
+def stored_judge_version(judge: object, judge_version: str) -> str:
+    """The judge_version stored with a judge's rows: the caller's version (the judge model's id),
+    then `+` and the judge's own settings version when it has one."""
+    if not isinstance(judge_version, str) or not judge_version:
+        raise JudgeError(f"judge_version must be a non-empty string, got {judge_version!r}")
+    settings = getattr(judge, "version", None)
+    if settings is None:
+        return judge_version
+    if not isinstance(settings, str) or not settings:
+        raise JudgeError(f"a judge's version must be a non-empty string, got {settings!r}")
+    return f"{judge_version}+{settings}"
 
 
 def _check_batch(pairs: Sequence[JudgeRequest], vote_seeds: Sequence[int]) -> None:
@@ -194,6 +218,14 @@ class GenerativeJudge:
         self.fmt = fmt
         self.calls = 0  # backend.generate calls made
         self.judgments = 0  # judge requests answered
+
+    @property
+    def version(self) -> str:
+        """A hash of the settings that change this judge's outputs for one model: the prompt
+        template, the sampling settings, max_attempts and the prompt format."""
+        template = judge_prompt("{query}", "{response_1}", "{response_2}")
+        return "gj1-" + ids.content_hash("generative-judge", template, self.sampling.model_dump(),
+                                          self.max_attempts, None if self.fmt is None else self.fmt.model_dump())
 
     def _prompt(self, pair: JudgeRequest, tokenizer: object) -> str:
         text = judge_prompt(pair.query, pair.first_text, pair.second_text,
@@ -291,6 +323,12 @@ class OracleJudge:
         self.calls = 0
         self.judgments = 0
         self.batch_sizes: list[int] = []
+
+    @property
+    def version(self) -> str:
+        """The oracle's settings: its tie-break rule. Where the labels come from (e.g. the
+        verifier's version) is the caller's judge_version to name."""
+        return f"oracle1-{self.tie_break}"
 
     def _label(self, candidate_id: str | None) -> bool:
         if candidate_id is None:

@@ -7,7 +7,9 @@ that reach the reference answer; its hard label is whether any does (soft > 0). 
 labelled by the candidate's own outcome (1.0 correct, else 0.0): there is nothing left to roll out.
 
 Rows go to the scores table as scorer `math_shepherd`: step_scores = soft labels, value null,
-detail = the rollout count. Unparseable or timed-out rollouts count as not reaching the answer;
+detail = the rollout count. The version names the rollout policy's model id, the rollout sampling
+(n, temperature, top_p, max_tokens, seed), the prompt format, the step separator and the
+verifier's mode, extractors and timeout. Unparseable or timed-out rollouts count as not reaching the answer;
 a candidate whose own outcome is unparseable or timed out gets no row (an exception is never a
 label).
 """
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks import ids
 from tasks.generate import GenerationBackend, check_backend_prompts_fit, format_prompt, split_steps
-from tasks.verify import CORRECT, INCORRECT, Verifier, VerifyItem
+from tasks.verify import CORRECT, DEFAULT_EXTRACTORS, INCORRECT, Verifier, VerifyItem
 
 SCORER = "math_shepherd"
 
@@ -52,9 +54,10 @@ class MathShepherdScorer:
         self.backend, self.sampling = backend, sampling.model_copy(update={"logprobs": False})
         self.format = prompt_format or PromptFormat()
         self.step_separator = step_separator
-        self.version = "1:" + ids.content_hash("math-shepherd", model_id, self.sampling.model_dump(),
-                                               self.format.model_dump(), step_separator, verifier_mode)
-        self._verifier = Verifier(verifier_mode, timeout_s=timeout_s, workers=workers)
+        self.version = "2:" + ids.content_hash("math-shepherd", model_id, self.sampling.model_dump(),
+                                               self.format.model_dump(), step_separator, verifier_mode,
+                                               list(DEFAULT_EXTRACTORS), float(timeout_s))
+        self._verifier = Verifier(verifier_mode, DEFAULT_EXTRACTORS, timeout_s=timeout_s, workers=workers)
         self.rollouts = 0  # completions sampled so far
 
     def score(self, candidates: Sequence[dict]) -> list[dict]:

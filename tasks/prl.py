@@ -11,6 +11,12 @@ the step's last token, included, to the end of the response.
 
 Candidates whose outcome reward is None (unparseable, timeout) are left out: they get no score
 row and do not count in their prompt's group statistics (an exception is never a score).
+
+The scorer version (`prl_version`) names everything besides the candidates themselves that changes
+these values: the reference model's id (its log-probabilities), the prompt format (the text the
+reference reads before the tokens), eta, and the verifier version of the outcome rewards. The step
+ends and the policy's log-probabilities are the candidate's own (its id names the generation
+settings, step separator included).
 """
 from __future__ import annotations
 
@@ -23,8 +29,26 @@ import pyarrow as pa
 from tasks import ids
 
 SCORER = "prl"
+PRL_VERSION = 2  # bump when the formula changes
 EPSILON = 1e-6
 _CANDIDATE_COLUMNS = ("candidate_id", "prompt_id", "token_ids", "token_logprobs", "step_token_ends")
+
+
+def check_eta(eta: float) -> float:
+    """eta as a float, or ValueError when it is not a finite number > 0."""
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta <= 0:
+        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
+    return float(eta)
+
+
+def prl_version(reference_model_id: str, prompt_format: Mapping[str, Any], eta: float,
+                outcome_version: str) -> str:
+    """The PRL scorer version: eta in clear, then a hash of the reference model id, the prompt
+    format (as a dict), eta and the outcome rewards' verifier version."""
+    eta = check_eta(eta)
+    digest = ids.content_hash("prl", PRL_VERSION, reference_model_id, dict(prompt_format), eta,
+                              outcome_version, EPSILON)
+    return f"{PRL_VERSION}:eta={eta!r}:{digest}"
 
 
 def _check_finite(values: Sequence[float], what: str) -> np.ndarray:

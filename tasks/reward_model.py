@@ -11,6 +11,11 @@
 Both load from a local folder and refuse, in one line, a folder that is not a one-label classifier
 of the right kind. A candidate whose text does not fit the model's context is an error naming it,
 never a truncated (guessed) score.
+
+Versions (`rm_version`) name what changes a score besides the candidate: the model's id
+(`tasks.generate.model_id_for`), the prompt format it reads before the response and, for the PRM,
+the step separator that places its step ends. The ORM reads no steps, so its separator is not part
+of its version.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from schemas.generation import PromptFormat
+from tasks import ids
 from tasks.generate import format_prompt, model_id_for, split_steps, step_token_ends, token_char_ends
 
 ORM_KIND, PRM_KIND = "sequence", "token"
@@ -86,6 +92,15 @@ def _context_limit(model: Any) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
+def rm_version(kind: str, model_id: str, prompt_format: PromptFormat, step_separator: str) -> str:
+    """A learned scorer's version: model id, then a hash of its prompt format (and, for the PRM,
+    its step separator)."""
+    if kind not in _HEADS:
+        raise RewardModelError(f"unknown reward model kind {kind!r} (kinds: {', '.join(_HEADS)})")
+    separator = step_separator if kind == PRM_KIND else None
+    return f"2:{model_id}:" + ids.content_hash("rm-input", kind, prompt_format.model_dump(), separator)
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     """Right-padded input ids and the attention mask of a batch of token-id lists."""
     import torch
@@ -113,7 +128,8 @@ class _LearnedScorer:
             self.name = name
         self.format = prompt_format or PromptFormat()
         self.batch_size, self.step_separator, self.device = batch_size, step_separator, device
-        self.version = f"1:{model_id_for(self.path)}"
+        self.model_id = model_id_for(self.path)
+        self.version = rm_version(self.kind, self.model_id, self.format, step_separator)
         self._loaded: tuple[Any, Any] | None = None
 
     def _model(self) -> tuple[Any, Any]:

@@ -3,6 +3,27 @@
 Every row carries the scorer's name and version. Scorers sit in a registry (`SCORERS`) the way
 generation backends and selection steps do; `score_candidates` runs one over an iteration,
 resuming: candidates that already have a row for that scorer are skipped.
+
+Names and versions. The scores key is (candidate_id, scorer): a scorer's name stays its name
+whatever its settings, so `select`, evaluation and best-of-N keep joining scores by name, and one
+candidate holds at most one row per name. `scorer_version` names everything else that changes
+the scorer's values for a candidate (the candidate's own text, prompt and reference are already
+named by its id):
+- verifier: comparison mode, extractors and the per-item timeout (it decides which items come out
+  'timeout');
+- step_verifier: nothing but its rules (a constant);
+- orm / prm (`tasks.reward_model`): the model's id, the prompt format and, for the PRM, the step
+  separator;
+- math_shepherd (`tasks.math_shepherd`): the rollout policy's id, the rollout sampling, prompt
+  format, step separator and the verifier's mode, extractors and timeout;
+- prl (`tasks.prl.prl_version`): the reference model's id, the prompt format, eta and the version
+  of the verifier rows its outcome rewards come from;
+- the judge stage writes its own rows (`tasks.judge_stage`).
+A candidate that already has a row of the scorer's name but of another version is never reused:
+`score_candidates` refuses by default (naming both versions), or with `replace_stale=True` drops
+those rows and scores the candidates again, so the key still holds one row per candidate and
+name. Scorers whose version depends on the lake (PRL: on its candidates' verifier rows) fix it in
+`prepare(candidates)`, which `score_candidates` calls before comparing versions.
 """
 from __future__ import annotations
 
@@ -11,6 +32,9 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from schemas import table_spec
 from tasks import ids
@@ -23,6 +47,7 @@ from tasks.verify import CORRECT, INCORRECT, Verifier, VerifyItem, extract_answe
 
 logger = logging.getLogger("flywheel.score")
 SCORES = table_spec("scores")
+_LAKE_METADATA = ("schema_version", "table", "producer", "code_version")  # what Lake.write sets itself
 
 # The columns a scorer receives per candidate (candidates joined with prompts by prompt_id).
 CANDIDATE_COLUMNS = ("candidate_id", "prompt_id", "iteration", "sample_index", "text", "steps",
@@ -30,7 +55,10 @@ CANDIDATE_COLUMNS = ("candidate_id", "prompt_id", "iteration", "sample_index", "
 
 
 class Scorer(Protocol):
-    """Scores a batch of candidates; returns one scores row per candidate it could score."""
+    """Scores a batch of candidates; returns one scores row per candidate it could score.
+
+    A scorer may also have `prepare(candidates)`, called before its version is read.
+    """
 
     name: str
     version: str
@@ -50,6 +78,11 @@ def score_row(candidate: dict, scorer: "Scorer", *, value: float | None, label: 
     }
 
 
+def verifier_version(mode: str, extractors: Sequence[str], timeout_s: float) -> str:
+    """The verifier scorer's version: comparison mode, answer extractors and per-item timeout."""
+    return f"2:{mode}:{','.join(extractors)}:timeout={float(timeout_s)!r}"
+
+
 class VerifierScorer:
     """The rule-based verifier: final answer vs reference, in a process pool with a hard timeout.
 
@@ -62,7 +95,7 @@ class VerifierScorer:
     def __init__(self, mode: str = "exact", extractors: Sequence[str] = ("hash", "boxed", "answer_is"),
                  timeout_s: float = 5.0, workers: int = 2) -> None:
         self.mode, self.extractors, self.timeout_s, self.workers = mode, tuple(extractors), timeout_s, workers
-        self.version = f"1:{mode}:{','.join(self.extractors)}"
+        self.version = verifier_version(mode, self.extractors, timeout_s)
         self._verifier: Verifier | None = None
 
     def score(self, candidates: Sequence[dict]) -> list[dict]:
@@ -114,19 +147,71 @@ class PRLScorer:
 
     Outcome rewards are the verifier's values already in the lake; the reference policy (the base
     model) scores each candidate's sampled tokens. Candidates must arrive grouped by prompt.
+    The version (`tasks.prl.prl_version`) names the reference model's id, the prompt format, eta
+    and the verifier version of the rewards: `outcome_version` when given, else the one version of
+    the candidates' verifier rows, found by `prepare` (several versions are an error).
     """
 
     name = "prl"
 
     def __init__(self, lake: Lake, iteration: int, reference_path: str, eta: float = 1.0,
-                 prompt_format: Any = None, batch_size: int = 64) -> None:
+                 prompt_format: Any = None, batch_size: int = 64, outcome_version: str | None = None) -> None:
         from schemas.generation import PromptFormat
+        from tasks.prl import check_eta
 
-        self.lake, self.iteration, self.reference_path, self.eta = lake, iteration, reference_path, eta
+        self.lake, self.iteration, self.reference_path, self.eta = lake, iteration, reference_path, check_eta(eta)
         self.format = prompt_format or PromptFormat()
         self.batch_size = batch_size
-        self.version = f"1:eta={eta}"
+        self._reference_id: str | None = None
+        self.outcome_version = outcome_version  # the verifier version the rewards must have; None: found
+        self._found_outcome: str | None = None
         self._reference: tuple[Any, Any] | None = None
+
+    def _verifier_versions(self, candidate_ids: Sequence[str] | None) -> list[str]:
+        if not self.lake.shards("scores", self.iteration):
+            return []
+        sql = ("SELECT DISTINCT scorer_version FROM scores WHERE scorer = 'verifier' AND iteration = ?"
+               + ("" if candidate_ids is None else " AND candidate_id IN (SELECT unnest(?::VARCHAR[]))")
+               + " ORDER BY 1")
+        params: list[Any] = [self.iteration] + ([] if candidate_ids is None else [list(candidate_ids)])
+        return [row[0] for row in connect(self.lake).execute(sql, params).fetchall()]
+
+    def _find_outcome(self, candidate_ids: Sequence[str] | None) -> str:
+        versions = self._verifier_versions(candidate_ids)
+        if len(versions) > 1:
+            raise ValueError(f"PRL reads one verifier version, but the candidates' verifier scores have "
+                             f"{len(versions)}: {versions[0]!r} and {versions[1]!r}; pass outcome_version")
+        return versions[0] if versions else "none"
+
+    def prepare(self, candidates: Sequence[dict]) -> None:
+        """Find the verifier version of these candidates' outcome rewards (it is part of the version)."""
+        if self.outcome_version is None:
+            self._found_outcome = self._find_outcome([c["candidate_id"] for c in candidates])
+
+    @property
+    def outcome(self) -> str:
+        """The verifier version the outcome rewards are read from."""
+        if self.outcome_version is not None:
+            return self.outcome_version
+        if self._found_outcome is None:
+            self._found_outcome = self._find_outcome(None)
+        return self._found_outcome
+
+    @property
+    def reference_id(self) -> str:
+        """The reference model's id (`tasks.generate.model_id_for` of its folder)."""
+        if self._reference_id is None:
+            from tasks.generate import model_id_for
+
+            self._reference_id = model_id_for(self.reference_path)
+        return self._reference_id
+
+    @property
+    def version(self) -> str:
+        """Reference model id, prompt format, eta and outcome verifier version, hashed."""
+        from tasks.prl import prl_version
+
+        return prl_version(self.reference_id, self.format.model_dump(), self.eta, self.outcome)
 
     def score(self, candidates: Sequence[dict]) -> list[dict]:
         """One row per candidate with a verifier value: step_scores = process values, value = A."""
@@ -134,12 +219,14 @@ class PRLScorer:
         from tasks.prl import prl_score_rows
         from tasks.ref_logprobs import candidate_logprobs, load_reference
 
+        outcome, version = self.outcome, self.version
         rewards = dict(connect(self.lake).execute(
-            "SELECT candidate_id, value FROM scores WHERE scorer = 'verifier' AND iteration = ?",
-            [self.iteration]).fetchall())
+            "SELECT candidate_id, value FROM scores WHERE scorer = 'verifier' AND iteration = ? "
+            "AND scorer_version = ?", [self.iteration, outcome]).fetchall())
         missing = [c["candidate_id"] for c in candidates if c["candidate_id"] not in rewards]
         if missing:
-            raise ValueError(f"PRL needs verifier scores first: candidate {missing[0]} has none")
+            raise ValueError(f"PRL needs verifier scores first: candidate {missing[0]} has none "
+                             f"of version {outcome!r}")
         if self._reference is None:
             self._reference = load_reference(self.reference_path)
         model, tokenizer = self._reference
@@ -147,7 +234,7 @@ class PRLScorer:
         prompts = {c["prompt_id"]: format_prompt(c["problem"], self.format, tokenizer) for c in scored}
         reference = candidate_logprobs(model, tokenizer, scored, prompts, batch_size=self.batch_size)
         return prl_score_rows(candidates, {c["candidate_id"]: rewards[c["candidate_id"]] for c in candidates},
-                              reference, self.eta, self.iteration, self.version)
+                              reference, self.eta, self.iteration, version)
 
     def close(self) -> None:
         """Free the reference model."""
@@ -230,22 +317,36 @@ class ScoreReport:
     skipped: int
     labels: dict[str, int]
     seconds: float
+    replaced: int = 0  # candidates whose rows of another version were dropped and scored again
 
 
 def score_candidates(lake: Lake, scorer: Any, candidates: Sequence[dict], iteration: int,
-                     chunk_size: int = 4096) -> ScoreReport:
-    """Score candidates not yet scored by `scorer` and write their rows in shards per chunk."""
+                     chunk_size: int = 4096, replace_stale: bool = False) -> ScoreReport:
+    """Score candidates not yet scored by `scorer` and write their rows in shards per chunk.
+
+    A candidate whose row of this scorer's name has another scorer_version is an error, or, with
+    `replace_stale`, has that row dropped and is scored again.
+    """
     started = time.perf_counter()
-    versions = {cid: version for cid, name, version in
-                lake.existing_keys("scores", iteration, ["candidate_id", "scorer", "scorer_version"])
-                if name == scorer.name}
+    prepare = getattr(scorer, "prepare", None)
+    if prepare is not None:
+        prepare(candidates)
+    version = scorer.version
+    existing: dict[str, set[str]] = {}
+    for cid, name, stored in lake.existing_keys("scores", iteration, ["candidate_id", "scorer", "scorer_version"]):
+        if name == scorer.name:
+            existing.setdefault(cid, set()).add(stored)
     wanted = {c["candidate_id"] for c in candidates}
-    stale = sorted(cid for cid, version in versions.items() if cid in wanted and version != scorer.version)
-    if stale:
+    stale = sorted(cid for cid, stored in existing.items() if cid in wanted and stored != {version})
+    if stale and not replace_stale:
+        other = sorted(existing[stale[0]] - {version})[0]
         raise ValueError(f"candidate {stale[0]} already has a {scorer.name!r} score of version "
-                         f"{versions[stale[0]]!r}, not {scorer.version!r}: score into a new iteration "
-                         f"or lake, or remove the old rows")
-    done = set(versions)
+                         f"{other!r}, not {version!r}: score into a new iteration or lake, remove the "
+                         f"old rows, or replace them (replace_stale=True)")
+    if stale:
+        dropped = drop_score_rows(lake, iteration, scorer.name, stale)
+        logger.info("scorer %s: dropped %d rows of other versions", scorer.name, dropped)
+    done = {cid for cid, stored in existing.items() if stored == {version}}
     todo = [c for c in candidates if c["candidate_id"] not in done]
     labels: dict[str, int] = {}
     scored = seen = 0
@@ -259,6 +360,31 @@ def score_candidates(lake: Lake, scorer: Any, candidates: Sequence[dict], iterat
                 scored += len(rows)
     report = ScoreReport(scorer=scorer.name, candidates=len(candidates), scored=scored,
                          skipped=len(candidates) - len(todo), labels=labels,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, replaced=len(stale))
     logger.info("scorer %s: %s", scorer.name, json.dumps(report.__dict__))
     return report
+
+
+def drop_score_rows(lake: Lake, iteration: int, scorer: str, candidate_ids: Sequence[str]) -> int:
+    """Remove one scorer's rows of some candidates from an iteration's scores shards; the count.
+
+    Each shard holding such rows is rewritten atomically without them (its file metadata kept), or
+    deleted when nothing else is left in it.
+    """
+    drop = set(candidate_ids)
+    removed = 0
+    for path in lake.shards("scores", iteration):
+        keys = pq.read_table(path, columns=["candidate_id", "scorer"])
+        hit = [cid in drop and name == scorer for cid, name in
+               zip(keys.column("candidate_id").to_pylist(), keys.column("scorer").to_pylist())]
+        if not any(hit):
+            continue
+        table = pq.read_table(path).select(SCORES.columns)
+        kept = table.filter(pa.array([not h for h in hit]))
+        removed += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            metadata = {k: v for k, v in lake.file_metadata(path).items() if k not in _LAKE_METADATA}
+            lake.write("scores", kept, iteration=iteration, shard=path.stem, metadata=metadata)
+        else:
+            path.unlink()
+    return removed

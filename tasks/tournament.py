@@ -6,7 +6,9 @@ Shared rules (both methods):
 - A pair is stored in canonical order a_id < b_id. voting@k: vote v of a pair shows a_id first when
   v is even and b_id first when v is odd, to cancel position bias.
 - Each judgment's engine seed is derived from (prompt_id, a_id, b_id, vote, seed), so it does not
-  depend on batching or on the order of the candidates.
+  depend on batching or on the order of the candidates. Its comparisons row (`comparison_rows`)
+  carries the judge and its version, the method, k (`votes_k`), the seed and the vote: the
+  comparisons key, so two tournaments that differ in any of them never share a row's key.
 - A pair's match is decided by the majority of its parseable votes; a tie (even k, unparseable
   votes, or no parseable vote) goes to the candidate earlier in `candidate_ids` and is recorded as
   `tie_broken` on the match.
@@ -303,16 +305,30 @@ def _check_names(judge_name: str, judge_version: str) -> None:
             raise TournamentError(f"{what} must be a non-empty string, got {value!r}")
 
 
+def tournament_seed(result: TournamentResult) -> int:
+    """The seed a tournament's vote seeds (and knockout draw) were derived from."""
+    seed = result.params.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TournamentError(f"tournament params hold no integer seed: {result.params!r}")
+    return seed
+
+
 def comparison_rows(result: TournamentResult, iteration: int, judge_name: str,
                     judge_version: str) -> list[dict]:
-    """Rows of the comparisons table: one per judgment of the tournament."""
+    """Rows of the comparisons table: one per judgment of the tournament.
+
+    Each row carries what makes its judgment (schemas/comparisons.py): the judge and its version,
+    the method, k (`votes_k`), the tournament `seed` and the vote number.
+    """
     _check_names(judge_name, judge_version)
+    seed = tournament_seed(result)
     rows = []
     for j in result.judgments:
         verdict = "unparseable" if j.winner_id is None else ("a" if j.winner_id == j.a_id else "b")
         row = {
             "prompt_id": result.prompt_id, "iteration": iteration, "a_id": j.a_id, "b_id": j.b_id,
             "judge": judge_name, "judge_version": judge_version, "vote": j.vote,
+            "votes_k": result.votes_k, "seed": seed,
             "tournament": result.method, "round": j.round, "first_id": j.first_id,
             "verdict": verdict, "winner_id": j.winner_id, "reasoning": j.reasoning,
             "attempts": j.attempts,
