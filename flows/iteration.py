@@ -23,7 +23,7 @@ from flows.logs import run_logger
 from flows.errors import StageFailed
 from schemas.loop import LoopConfig
 from schemas.policy import policy_hash
-from tasks.evaluate import EVAL_SPLIT, evaluate_model
+from tasks.evaluate import EVAL_SPLIT, eval_hash, evaluate_model
 from tasks.finetune import finetune_on_selection
 from tasks.generate import LazyBackend, generate_candidates, generation_chunks, generation_hash, model_id_for
 from tasks.lake import Lake
@@ -116,10 +116,10 @@ def make_scorers(config: LoopConfig) -> list[Any]:
     return scorers
 
 
-def _evaluated(lake: Lake, run_id: str, model_id: str, iteration: int) -> dict[str, float] | None:
+def _evaluated(lake: Lake, run_id: str, model_id: str, iteration: int, config_hash: str) -> dict[str, float] | None:
     rows = connect(lake).execute(
-        "SELECT metric, k, scorer, value FROM evals WHERE run_id = ? AND model_id = ? AND iteration = ?",
-        [run_id, model_id, iteration]).fetchall()
+        "SELECT metric, k, scorer, value FROM evals WHERE run_id = ? AND model_id = ? AND iteration = ? "
+        "AND eval_hash = ?", [run_id, model_id, iteration, config_hash]).fetchall()
     if not rows:
         return None
     return {f"{m}@{k}" + (f"[{s}]" if s else ""): v for m, k, s, v in rows}
@@ -129,14 +129,18 @@ def _evaluated(lake: Lake, run_id: str, model_id: str, iteration: int) -> dict[s
 def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iteration: int) -> dict[str, float]:
     """Evaluate a model on the eval split, unless this run already has its evals rows."""
     lake = Lake(config.lake)
-    done = _evaluated(lake, config.run_id, model.model_id, iteration)
+    scorers = make_scorers(config)
+    prompts = eval_prompts(lake)
+    e = config.evaluation
+    config_hash = eval_hash(e.sampling, config.generation.format, [p["prompt_id"] for p in prompts], scorers,
+                            e.rm_scorers)
+    done = _evaluated(lake, config.run_id, model.model_id, iteration, config_hash)
     if done is not None:
         _log().info("evaluate %s: already done", model.model_id)
         return done
-    scorers = make_scorers(config)
     try:
         summary = evaluate_model(
-            lake, engine, scorers, eval_prompts(lake), run_id=config.run_id, model_id=model.model_id,
+            lake, engine, scorers, prompts, run_id=config.run_id, model_id=model.model_id,
             iteration=iteration, sampling=config.evaluation.sampling, fmt=config.generation.format,
             ks=config.evaluation.ks, benchmark=config.evaluation.benchmark,
             rm_scorers=config.evaluation.rm_scorers, chunk_size=config.generation.chunk_size)

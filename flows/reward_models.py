@@ -29,6 +29,7 @@ from tasks.generate import LazyBackend, check_model_folder, format_prompt, gener
 from tasks.generate import model_id_for
 from tasks.lake import Lake
 from tasks.math_shepherd import MathShepherdScorer
+from tasks.ids import content_hash
 from tasks.metrics import metric_rows
 from tasks.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
 from tasks.reward_train import RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
@@ -240,7 +241,10 @@ def reward_models_flow(config: RewardModelsConfig) -> dict:
     score_held_out_task(config, policy_id, models)
     figures = measure(config, policy_id)
     values = figures.pop("_metric_values")
-    lake.write("evals", metric_rows(values, config.run_id, config.iteration, policy_id, EVAL_SPLIT, BENCHMARK),
+    config_hash = content_hash("reward-models-eval", config.model_dump(mode="json"),
+                               {name: model["model_id"] for name, model in models.items()})
+    lake.write("evals", metric_rows(values, config.run_id, config.iteration, policy_id, EVAL_SPLIT, BENCHMARK,
+                                    config_hash),
                iteration=config.iteration, shard=f"evals-{config.run_id}-{policy_id}-reward-models")
     out_dir = reports_dir_for(config.lake) / config.run_id
     out_dir.mkdir(parents=True, exist_ok=True)

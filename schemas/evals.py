@@ -1,6 +1,9 @@
 """evals: one metric value with its bootstrap confidence interval.
 
-Key: (run_id, model_id, split, benchmark, metric, k, scorer). pass@1 is `metric='pass' AND k=1`.
+Key: (run_id, model_id, split, benchmark, metric, k, scorer, eval_hash). pass@1 is
+`metric='pass' AND k=1`. `eval_hash` names what else makes the value: the eval sampling (sampled
+and greedy), prompt format, the eval prompt set and every scorer's version, so an evaluation
+under another config is a new row, never a reuse of the old one.
 """
 import pyarrow as pa
 
@@ -8,8 +11,8 @@ from schemas.base import TableSpec
 
 SPEC = TableSpec(
     name="evals",
-    version=1,
-    key=("run_id", "model_id", "split", "benchmark", "metric", "k", "scorer"),
+    version=2,
+    key=("run_id", "model_id", "split", "benchmark", "metric", "k", "scorer", "eval_hash"),
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),
@@ -24,6 +27,7 @@ SPEC = TableSpec(
             pa.field("ci_low", pa.float64()),
             pa.field("ci_high", pa.float64()),
             pa.field("n_problems", pa.int64(), nullable=False),
+            pa.field("eval_hash", pa.string(), nullable=False),
         ]
     ),
 )

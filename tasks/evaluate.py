@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from schemas.generation import PromptFormat, SamplingConfig
+from tasks import ids
 from tasks.generate import GenerationBackend, generate_candidates, generation_hash
 from tasks.lake import Lake
 from tasks.metrics import Sample, evaluate_groups, greedy_accuracy, metric_rows
@@ -33,6 +34,15 @@ class EvalSummary:
 def greedy_sampling(sampling: SamplingConfig) -> SamplingConfig:
     """The greedy counterpart of a sampling config (one answer at temperature 0)."""
     return sampling.model_copy(update={"n": 1, "temperature": 0.0})
+
+
+def eval_hash(sampling: SamplingConfig, fmt: PromptFormat, prompt_ids: Sequence[str],
+              scorers: Sequence[Any], rm_scorers: Sequence[str] = ()) -> str:
+    """Id of an evaluation's config: sampled and greedy generation, the eval prompt set, the
+    rule scorers' versions and the reward-model scorers read for rm@k."""
+    return ids.content_hash("eval", generation_hash(sampling, fmt, "\n"),
+                            generation_hash(greedy_sampling(sampling), fmt, "\n"), sorted(prompt_ids),
+                            {s.name: s.version for s in scorers}, sorted(rm_scorers))
 
 
 def eval_candidates(lake: Lake, iteration: int, model_id: str, s_hash: str) -> list[dict]:
@@ -111,8 +121,9 @@ def evaluate_model(
     values = metrics_from_lake(lake, iteration, sampled, ks, rm_scorers)
     verdicts = score_map(lake, iteration, "verifier")
     values.append(greedy_accuracy([verdicts[c["candidate_id"]]["label"] == CORRECT for c in greedy_rows]))
-    rows = metric_rows(values, run_id, iteration, model_id, EVAL_SPLIT, benchmark)
-    lake.write("evals", rows, iteration=iteration, shard=f"evals-{run_id}-{model_id}")
+    config_hash = eval_hash(sampling, fmt, [p["prompt_id"] for p in prompts], scorers, rm_scorers)
+    rows = metric_rows(values, run_id, iteration, model_id, EVAL_SPLIT, benchmark, config_hash)
+    lake.write("evals", rows, iteration=iteration, shard=f"evals-{run_id}-{model_id}-{config_hash}")
     headline = {f"{v.metric}@{v.k}" + (f"[{v.scorer}]" if v.scorer else ""): v.value for v in values}
     logger.info("eval %s (iteration %d): %s", model_id, iteration,
                 ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))

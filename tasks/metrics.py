@@ -344,8 +344,9 @@ def greedy_accuracy(correct: Sequence[bool], n_boot: int = 1000, alpha: float = 
 
 
 def metric_rows(values: Sequence[MetricValue], run_id: str, iteration: int, model_id: str,
-                split: str, benchmark: str) -> list[dict]:
-    """Rows of the `evals` table for `values`; a repeated (metric, k, scorer) is an error."""
+                split: str, benchmark: str, eval_hash: str) -> list[dict]:
+    """Rows of the `evals` table for `values` under one evaluation config (`eval_hash`); a repeated
+    (metric, k, scorer) is an error."""
     columns = table_spec("evals").columns
     seen: set[tuple[str, int, str | None]] = set()
     rows = []
@@ -360,7 +361,7 @@ def metric_rows(values: Sequence[MetricValue], run_id: str, iteration: int, mode
             "scorer": value.scorer, "value": float(value.value),
             "ci_low": None if value.ci_low is None else float(value.ci_low),
             "ci_high": None if value.ci_high is None else float(value.ci_high),
-            "n_problems": int(value.n_problems),
+            "n_problems": int(value.n_problems), "eval_hash": eval_hash,
         }
         assert list(row) == columns, "metric_rows is out of date with schemas/evals.py"
         rows.append(row)

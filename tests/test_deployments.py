@@ -108,7 +108,7 @@ def _evals(lake: Lake, values: dict[int, float]) -> None:
     for iteration, value in values.items():
         lake.write("evals", [{"run_id": "r", "iteration": iteration, "model_id": f"m{iteration}", "split": "eval",
                               "benchmark": "demo-arith", "metric": "pass", "k": 1, "scorer": None, "value": value,
-                              "ci_low": None, "ci_high": None, "n_problems": 8}],
+                              "ci_low": None, "ci_high": None, "n_problems": 8, "eval_hash": "e"}],
                    iteration=iteration, shard=f"m{iteration}")
 
 

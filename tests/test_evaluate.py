@@ -61,3 +61,15 @@ def test_a_sampled_evaluation_scores_sampled_and_greedy_candidates_once_each(lak
     assert len(lake.read("candidates")) == 2 * 4 + 2
     assert len(scores) == 10 and len({r["candidate_id"] for r in scores}) == 10
     assert summary.values["avg@4"] == 0.25 and summary.values["greedy@1"] == 1.0
+
+
+def test_an_evaluation_under_another_config_is_new_rows_not_a_reuse(lake: Lake):
+    prompts = write_eval_prompts(lake, [(1, 2), (3, 4)])
+    first = run_eval(lake, prompts, SamplingConfig(n=2, temperature=0.8, max_tokens=8))
+    second = run_eval(lake, prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=8))
+    evals = lake.read("evals").to_pylist()
+    hashes = {r["eval_hash"] for r in evals}
+    assert len(hashes) == 2
+    assert first.values["avg@2"] == 0.5 and second.values["avg@4"] == 0.25
+    again = run_eval(lake, prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=8))
+    assert again.values == second.values and len(lake.read("evals")) == len(evals)

@@ -89,7 +89,7 @@ def test_null_key_parts_compare_equal(lake: Lake):
 
     row = {c: None for c in table_spec("evals").columns}
     row.update(run_id="r", model_id="m", iteration=0, split="eval", benchmark="b", metric="pass", k=1,
-               scorer=None, value=0.5, n_problems=3)
+               scorer=None, value=0.5, n_problems=3, eval_hash="e")
     rows = [row]
     lake.write("evals", rows, iteration=0, shard="one")
     with pytest.raises(DuplicateKeyError, match="'evals'"):

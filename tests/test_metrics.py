@@ -302,11 +302,12 @@ def test_metric_rows_match_evals_schema() -> None:
     values = evaluate_groups(_groups(), ks=[1, 3], n_boot=50)
     values.append(greedy_accuracy([True, False, True], n_boot=50))
     rows = metric_rows(values, run_id="run-1", iteration=2, model_id="m-abc", split="eval",
-                       benchmark="demo-arith")
+                       benchmark="demo-arith", eval_hash="e1")
     table = table_spec("evals").from_rows(rows)
     assert table.num_rows == 13
     assert table.column("metric").to_pylist()[-1] == "greedy"
     assert table.column("scorer").to_pylist()[2:4] == ["prm", "rm"]
     assert set(table.column("iteration").to_pylist()) == {2}
+    assert set(table.column("eval_hash").to_pylist()) == {"e1"}
     with pytest.raises(ValueError, match="metric 'greedy' k=1 scorer=None repeats"):
-        metric_rows([values[-1], values[-1]], "run-1", 2, "m-abc", "eval", "demo-arith")
+        metric_rows([values[-1], values[-1]], "run-1", 2, "m-abc", "eval", "demo-arith", "e1")

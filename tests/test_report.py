@@ -37,7 +37,7 @@ def build_run(lake: Lake, run_id: str, correct_by_iteration: dict[int, list[int]
         values = [MetricValue("pass", 1, None, avg, avg - 0.1, avg + 0.1, len(counts)),
                   MetricValue("pass", n, None, sum(c > 0 for c in counts) / len(counts), None, None, len(counts)),
                   MetricValue("greedy", 1, None, 0.5, None, None, len(counts))]
-        lake.write("evals", metric_rows(values, run_id, it, model, "eval", "t"), iteration=it,
+        lake.write("evals", metric_rows(values, run_id, it, model, "eval", "t", "e"), iteration=it,
                    shard=f"evals-{run_id}-{it}")
 
 
