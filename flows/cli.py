@@ -21,6 +21,7 @@ from tasks.judge import JudgeError
 from tasks.lake import Lake, LakeError, default_lake_root
 from tasks.lock import LockBusy
 from tasks.progress import progress_enabled
+from tasks.reaper import watch_this_process
 from tasks.ref_logprobs import ReferenceModelError
 from tasks.reward_model import RewardModelError
 from tasks.sql import connect, write_views_file
@@ -393,6 +394,8 @@ def _flow_logs_to_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flywheel` console command; returns the exit code."""
+    if argv is None:  # a process of its own: what it starts ends with it, even on kill -9
+        watch_this_process()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -3,7 +3,8 @@
 The lock is an `fcntl.flock` on `<lake>/_locks/iteration-<k>.lock`. The kernel releases it when
 its process ends, however it ends, so a crashed run never leaves a lock that blocks the next one
 (stale-lock recovery needs no clean-up and no guessing from pids). The file also records who
-holds it, for the message another process gets.
+holds it, for the message another process gets, and the holder's run token (tasks/reaper.py): the
+process that takes over a lock its holder never released ends what still runs of that dead run.
 """
 from __future__ import annotations
 
@@ -19,8 +20,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from tasks.reaper import TOKEN_ENV, end_run
+
 logger = logging.getLogger("flywheel.lock")
 WAIT_ENV = "FLYWHEEL_LOCK_WAIT_S"
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _not_in_forked_children() -> None:
+    """A forked child shares the lock's open file, so it would hold the lock on after its parent
+    died (vLLM's engine may be forked): in the child, the descriptor points to /dev/null instead."""
+    if _held:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in _held:
+            os.dup2(null, fd, inheritable=False)
+        os.close(null)
+        _held.clear()
+
+
+os.register_at_fork(after_in_child=_not_in_forked_children)
 
 
 class LockBusy(RuntimeError):
@@ -61,6 +79,7 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _held.add(handle.fileno())
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -76,11 +95,18 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
         if previous.get("pid") and not previous.get("released"):
             logger.warning("iteration %d: took over the lock left by %s, which ended without releasing it",
                            iteration, _describe(previous))
+            # its watchdog normally ended what it started; should that have been killed too, do it here
+            same_host = previous.get("host") == socket.gethostname()
+            left = end_run(previous.get("run")) if same_host else []
+            if left:
+                logger.warning("iteration %d: stopped %d process(es) the dead run left running: %s",
+                               iteration, len(left), ", ".join(left))
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                 "command": " ".join(sys.argv)[:200]}))
+                                 "command": " ".join(sys.argv)[:200],
+                                 "run": os.environ.get(TOKEN_ENV)}))
         handle.flush()
         try:
             yield path
@@ -92,4 +118,5 @@ def iteration_lock(lake_root: str | os.PathLike[str], iteration: int, wait_s: fl
             handle.flush()
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     finally:
+        _held.discard(handle.fileno())
         handle.close()
