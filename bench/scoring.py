@@ -5,6 +5,10 @@ Sections (one function each):
                         truncated, garbage, other answer formats), exact mode, `verify_batch`
   verifier, math        10,000 math-style answers through math-verify (fractions, radicals,
                         intervals, polynomials, wrong and unparseable ones)
+  verifier, realistic   GSM8K- and MATH-style outputs as n=8 sampling writes them
+                        (bench/answer_outputs.py: answers shared within a prompt, LaTeX, units,
+                        prose), math mode through a warm pool; then in one process the memoised
+                        comparison against the uncached one, verdicts checked identical
   step verifier         the demo task's per-step labels, in-process
   ORM, PRM              candidates/s of a one-label sequence / token classifier on the tiny
                         base model's body (an untrained head: speed does not depend on training),
@@ -31,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tasks.demo_task import ChainConfig, apply, generate_problems  # noqa: E402
 from tasks.step_verify import step_labels  # noqa: E402
+import tasks.verify as verify_module  # noqa: E402
+from bench.answer_outputs import gsm8k_style, math_style  # noqa: E402
 from tasks.verify import Verifier, VerifyItem, verify_batch  # noqa: E402
 
 
@@ -149,6 +155,42 @@ def bench_verifier(name: str, cases: list[Case], mode: str, workers: int,
     return rows
 
 
+def bench_realistic_math(prompts: int, workers: int, seed: int) -> list[Row]:
+    """Math-mode candidates/s on realistic outputs (pool, memoised), and memoised vs uncached
+    comparisons side by side in this process (identical verdicts required)."""
+    rows = []
+    for style, make in (("GSM8K-style", gsm8k_style), ("MATH-style", math_style)):
+        triples = make(prompts, 8, seed)
+        items = [VerifyItem(text, reference) for _, reference, text in triples]
+        with Verifier("math", workers=workers) as verifier:
+            start = time.perf_counter()
+            pooled = verifier.verify(items)
+            seconds = time.perf_counter() - start
+        rows.append(Row(f"verifier {style} (math), warm pool, memoised", len(items), seconds,
+                        f"{prompts} prompts x 8, {workers} workers"))
+        verify_module.warm_up_math()
+        timings, labels = {}, {}
+        for memo in (True, False):
+            verify_module._math_verdict.cache_clear()
+            verify_module._math_gold.cache_clear()
+            check = verify_module._math_verdict if memo else verify_module._math_verdict.__wrapped__
+            original = verify_module._math_verdict
+            verify_module._math_verdict = check  # compare_math looks the name up at call time
+            try:
+                start = time.perf_counter()
+                labels[memo] = [verify_module._check_one(i.text, i.reference, verify_module.compare_math,
+                                                         verify_module.DEFAULT_EXTRACTORS, True,
+                                                         verify_module.math_verify_answer)[0] for i in items]
+                timings[memo] = time.perf_counter() - start
+            finally:
+                verify_module._math_verdict = original
+        same = labels[True] == labels[False] == [v.label for v in pooled]
+        rows.append(Row(f"verifier {style} (math), one process, memoised", len(items), timings[True],
+                        f"{timings[False] / timings[True]:.1f}x the uncached path; verdicts identical: {same}"))
+        rows.append(Row(f"verifier {style} (math), one process, uncached", len(items), timings[False], ""))
+    return rows
+
+
 def bench_step_verifier(cases: list[Case]) -> list[Row]:
     """step_labels over the demo completions, in-process."""
     start = time.perf_counter()
@@ -231,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo", type=int, default=100_000)
     parser.add_argument("--math", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--realistic-prompts", type=int, default=500,
+                        help="prompts (x 8 samples) per realistic math-mode section")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rm-base", type=Path, default=Path("data/models/base"),
                         help="causal-LM folder whose body the ORM/PRM sections use")
@@ -242,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     headline = rows[0].per_second
     rows += bench_verifier("math", math_cases(args.math, args.seed), "math", args.workers,
                            warm_pass=False)
+    rows += bench_realistic_math(args.realistic_prompts, args.workers, args.seed)
     rows += bench_step_verifier(demo)
     if (args.rm_base / "config.json").is_file():
         rows += bench_reward_models(args.rm_base, demo, args.rm_candidates)

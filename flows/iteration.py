@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.logs import run_logger
 from flows.errors import StageFailed
-from schemas.loop import LoopConfig
+from schemas.loop import LoopConfig, extractor_specs
 from schemas.policy import policy_hash
 from tasks.evaluate import EVAL_SPLIT, eval_hash, evaluate_model
 from tasks.finetune import finetune_on_selection
@@ -33,6 +33,7 @@ from tasks.runners import group_units, run_shards
 from tasks.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, prompt_chunks,
                          score_candidates)
 from tasks.select import select
+from tasks.verify import MathSettings
 from tasks.sql import connect
 
 
@@ -110,7 +111,8 @@ def round_sampling_hash(config: LoopConfig) -> str:
 def make_scorers(config: LoopConfig) -> list[Any]:
     """The rule scorers every candidate gets."""
     s = config.scoring
-    scorers: list[Any] = [VerifierScorer(s.verifier_mode, s.extractors, s.timeout_s, s.workers)]
+    scorers: list[Any] = [VerifierScorer(s.verifier_mode, extractor_specs(s.extractors), s.timeout_s, s.workers,
+                                         MathSettings(**s.math.model_dump()))]
     if s.step_verifier:
         scorers.append(StepVerifierScorer())
     return scorers
@@ -133,7 +135,7 @@ def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iter
     prompts = eval_prompts(lake)
     e = config.evaluation
     config_hash = eval_hash(e.sampling, config.generation.format, [p["prompt_id"] for p in prompts], scorers,
-                            e.rm_scorers)
+                            e.rm_scorers, step_separator=config.generation.step_separator)
     done = _evaluated(lake, config.run_id, model.model_id, iteration, config_hash)
     if done is not None:
         _log().info("evaluate %s: already done", model.model_id)
@@ -143,7 +145,8 @@ def evaluate_task(config: LoopConfig, engine: LazyBackend, model: ModelRef, iter
             lake, engine, scorers, prompts, run_id=config.run_id, model_id=model.model_id,
             iteration=iteration, sampling=config.evaluation.sampling, fmt=config.generation.format,
             ks=config.evaluation.ks, benchmark=config.evaluation.benchmark,
-            rm_scorers=config.evaluation.rm_scorers, chunk_size=config.generation.chunk_size)
+            rm_scorers=config.evaluation.rm_scorers, chunk_size=config.generation.chunk_size,
+            step_separator=config.generation.step_separator)
     finally:
         for scorer in scorers:
             scorer.close()

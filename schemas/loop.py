@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 
 from schemas.bootstrap import BootstrapConfig
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
-from schemas.policy import SelectionPolicy, preset
+from schemas.policy import SelectionPolicy, check_score_names, preset
 from schemas.prompt_source import PromptSourceConfig
 from schemas.runner import TaskRunnerConfig
 
@@ -23,11 +23,76 @@ class GenerationStage(Strict):
     prompts_per_round: int | None = Field(None, ge=1)  # None: every train prompt each round
 
 
+class RegexExtractor(Strict):
+    """A user-defined answer extractor: the one capturing group of `regex` at its first or last
+    match, e.g. `{regex: '(?m)^A:\\s*(.+)$'}` for an answer on a line starting with `A:`."""
+
+    regex: str
+    occurrence: Literal["first", "last"] = "last"
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles_with_one_group(cls, value: str) -> str:
+        from tasks.verify import check_regex  # plain function, no tasks state
+
+        check_regex(value)
+        return value
+
+    def spec(self) -> tuple[str, str, str]:
+        """The verifier's form of this extractor."""
+        return ("regex", self.regex, self.occurrence)
+
+
+class MathVerifySettings(Strict):
+    """math-verify's settings in math mode (its defaults): `verify`'s comparison arguments and the
+    extraction configs `parse` reads a prediction with."""
+
+    float_rounding: int = Field(6, ge=0, le=15)
+    numeric_precision: int = Field(15, ge=1, le=100)
+    strict: bool = True
+    allow_set_relation_comp: bool = False
+    extraction: tuple[Literal["latex", "expr", "string"], ...] = ("latex", "expr")
+    boxed_match_priority: int = 50
+
+    @field_validator("extraction")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("extraction must name at least one of latex, expr, string")
+        return value
+
+
 class ScoringStage(Strict):
     """Which scorers run on every candidate."""
 
     verifier_mode: Literal["exact", "math"] = "exact"
-    extractors: tuple[str, ...] = ("hash", "boxed", "answer_is")
+    # built-in names ("hash", "boxed", "answer_is") and regex extractors, tried in order
+    extractors: tuple[str | RegexExtractor, ...] = ("hash", "boxed", "answer_is")
+    math: MathVerifySettings = MathVerifySettings()
+
+    @field_validator("extractors", mode="before")
+    @classmethod
+    def _known_extractors(cls, value: object) -> object:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ValueError("extractors must be a list of built-in names and {regex: ...} entries")
+        if not value:
+            raise ValueError("extractors must name at least one extractor")
+        out: list[object] = []
+        for entry in value:
+            if isinstance(entry, dict):
+                from tasks.verify import check_regex
+
+                unknown = set(entry) - {"regex", "occurrence"}
+                if unknown or "regex" not in entry:
+                    raise ValueError(f"a regex extractor has keys regex and occurrence, got {sorted(entry)}")
+                check_regex(str(entry["regex"]))
+                out.append(RegexExtractor(**entry))
+            elif entry in ("hash", "boxed", "answer_is") or isinstance(entry, RegexExtractor):
+                out.append(entry)
+            else:
+                raise ValueError(f"unknown answer extractor {entry!r} (built-ins: hash, boxed, answer_is; "
+                                 "or {regex: ..., occurrence: first|last})")
+        return tuple(out)
     timeout_s: float = Field(5.0, gt=0)
     workers: int = Field(2, ge=1)
     step_verifier: bool = True  # the demo task's process-level rule verifier
@@ -55,7 +120,12 @@ class FinetuneStage(Strict):
 
 
 class EvalStage(Strict):
-    """Held-out evaluation of every model of the run."""
+    """Held-out evaluation of every model of the run.
+
+    `rm_scorers` names the reward scores rm@k ranks by (`schemas.policy.score_ref`): an ORM by its
+    value (`orm`), a PRM by an aggregate of its step scores (`prm:min`, `prm:last`, `prm:mean`,
+    `prm:product`). Each name is one rm@k row's `scorer`.
+    """
 
     sampling: SamplingConfig = SamplingConfig(n=8, temperature=1.0, max_tokens=64, seed=1234)
     ks: tuple[int, ...] = (1, 8)
@@ -68,6 +138,12 @@ class EvalStage(Strict):
             if not 1 <= k <= self.sampling.n:
                 raise ValueError(f"k={k} must be between 1 and eval n={self.sampling.n}")
         return self
+
+    @field_validator("rm_scorers")
+    @classmethod
+    def _rm_scorers_parse(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        check_score_names(names)
+        return names
 
 
 class EarlyStop(Strict):
@@ -99,3 +175,8 @@ class LoopConfig(Strict):
     @classmethod
     def _preset_by_name(cls, value):
         return preset(value) if isinstance(value, str) else value
+
+
+def extractor_specs(extractors: tuple) -> tuple:
+    """The verifier's form of configured extractors (names stay names, regexes become tuples)."""
+    return tuple(e.spec() if isinstance(e, RegexExtractor) else e for e in extractors)

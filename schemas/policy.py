@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union, get_args
+from typing import Annotated, Any, Literal, Mapping, Sequence, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,6 +56,45 @@ class ScoreRef(_Config):
     def label(self) -> str:
         """A short readable name, e.g. `orm.value` or `prm.steps.min`."""
         return f"{self.scorer}.{self.field}" + (f".{self.aggregate}" if self.aggregate else "")
+
+
+SCORE_NAME_SEP = ":"
+
+
+def score_ref(name: str) -> ScoreRef:
+    """The ScoreRef a score name denotes: `orm` is scorer orm's value, `prm:min` (or `:last`,
+    `:product`, `:mean`) the aggregate of scorer prm's per-step scores.
+
+    A name that is empty, has whitespace, no scorer or an unknown aggregate is a PolicyError.
+    """
+    if not isinstance(name, str):
+        raise PolicyError(f"score name {name!r} is not a string")
+    if not name:
+        raise PolicyError("score name is empty")
+    if any(ch.isspace() for ch in name):
+        raise PolicyError(f"score name {name!r} contains whitespace")
+    scorer, sep, aggregate = name.rpartition(SCORE_NAME_SEP)
+    if not sep:
+        return ScoreRef(scorer=name)
+    if not scorer:
+        raise PolicyError(f"score name {name!r} has no scorer before {SCORE_NAME_SEP!r}")
+    if aggregate not in get_args(Aggregate):
+        raise PolicyError(f"score name {name!r}: unknown step aggregate {aggregate!r} "
+                          f"(known: {', '.join(get_args(Aggregate))})")
+    return ScoreRef(scorer=scorer, field="steps", aggregate=aggregate)
+
+
+def check_score_names(names: Sequence[str], what: str = "rm scorer") -> list[ScoreRef]:
+    """The ScoreRef of each name (`score_ref`); a bad or repeated name is a PolicyError naming it."""
+    if isinstance(names, str):
+        raise PolicyError(f"{what}s must be a list of names, got the string {names!r}")
+    refs, seen = [], set()
+    for name in names:
+        refs.append(score_ref(name))
+        if name in seen:
+            raise PolicyError(f"{what} {name!r} is listed twice")
+        seen.add(name)
+    return refs
 
 
 class KeepCorrect(_Config):
@@ -109,6 +148,10 @@ class MajorityPseudoLabel(_Config):
     The vote runs over all of a prompt's candidates (unparseable answers do not vote), optionally
     weighted by a score. `referenced` says what happens to prompts that have a reference answer:
     pass through untouched, drop, or vote like the others.
+
+    With `weight`, a sample's vote is the sigmoid of its score (`tasks.best_of_n.orm_vote_weight`,
+    the weight best-of-N's weighted majority uses), in [0, 1]: an ORM logit may be any real
+    number, negative included, and the sigmoid keeps the scores' order. A null score does not vote.
     """
 
     kind: Literal["majority_pseudo_label"] = "majority_pseudo_label"

@@ -43,7 +43,8 @@ from tasks.progress import progress_bar
 from tasks.reward_model import ORMScorer, PRMScorer
 from tasks.sql import connect
 from tasks.step_verify import all_steps_correct, step_labels
-from tasks.verify import CORRECT, INCORRECT, Verifier, VerifyItem, extract_answer
+from tasks.verify import (CORRECT, INCORRECT, MathSettings, Verifier, VerifyItem, check_extractors,
+                          extract_answer, extractor_label)
 
 logger = logging.getLogger("flywheel.score")
 SCORES = table_spec("scores")
@@ -78,9 +79,15 @@ def score_row(candidate: dict, scorer: "Scorer", *, value: float | None, label: 
     }
 
 
-def verifier_version(mode: str, extractors: Sequence[str], timeout_s: float) -> str:
-    """The verifier scorer's version: comparison mode, answer extractors and per-item timeout."""
-    return f"2:{mode}:{','.join(extractors)}:timeout={float(timeout_s)!r}"
+def verifier_version(mode: str, extractors: Sequence[Any], timeout_s: float,
+                     math_settings: MathSettings | None = None) -> str:
+    """The verifier scorer's version: comparison mode, answer extractors, per-item timeout and, in
+    math mode, math-verify's settings."""
+    names = ",".join(extractor_label(e) for e in extractors)
+    version = f"3:{mode}:{names}:timeout={float(timeout_s)!r}"
+    if mode == "math":
+        version += f":{(math_settings or MathSettings()).version()}"
+    return version
 
 
 class VerifierScorer:
@@ -92,10 +99,11 @@ class VerifierScorer:
 
     name = "verifier"
 
-    def __init__(self, mode: str = "exact", extractors: Sequence[str] = ("hash", "boxed", "answer_is"),
-                 timeout_s: float = 5.0, workers: int = 2) -> None:
-        self.mode, self.extractors, self.timeout_s, self.workers = mode, tuple(extractors), timeout_s, workers
-        self.version = verifier_version(mode, self.extractors, timeout_s)
+    def __init__(self, mode: str = "exact", extractors: Sequence[Any] = ("hash", "boxed", "answer_is"),
+                 timeout_s: float = 5.0, workers: int = 2, math_settings: MathSettings | None = None) -> None:
+        self.mode, self.extractors, self.timeout_s, self.workers = mode, check_extractors(extractors), timeout_s, workers
+        self.math_settings = math_settings or MathSettings()
+        self.version = verifier_version(mode, self.extractors, timeout_s, self.math_settings)
         self._verifier: Verifier | None = None
 
     def score(self, candidates: Sequence[dict]) -> list[dict]:
@@ -106,7 +114,8 @@ class VerifierScorer:
                 for c in candidates if c["reference_answer"] in (None, "")]
         if with_ref:
             if self._verifier is None:
-                self._verifier = Verifier(self.mode, self.extractors, self.timeout_s, self.workers)
+                self._verifier = Verifier(self.mode, self.extractors, self.timeout_s, self.workers,
+                                          math_settings=self.math_settings)
             verdicts = self._verifier.verify([VerifyItem(c["text"], c["reference_answer"]) for c in with_ref])
             rows += [score_row(c, self, value=v.value, label=v.label, extracted_answer=v.extracted_answer,
                                detail=v.detail) for c, v in zip(with_ref, verdicts)]

@@ -31,6 +31,7 @@ from schemas.policy import (
     canonical, policy_hash,
 )
 from tasks.aggregate import aggregate_steps
+from tasks.best_of_n import orm_vote_weight
 from tasks.ids import content_hash, canonical_json
 from tasks.lake import Lake
 from tasks.sql import connect
@@ -257,6 +258,11 @@ def _top_k(step: TopK, ctx: _Context, kept: Kept) -> Kept:
     return _rank(kept, ctx, step.score, step.k)
 
 
+def _vote_weight(score: float | None) -> float | None:
+    """A sample's vote from its weight score: best-of-N's bounded weight (the sigmoid), None: no vote."""
+    return None if score is None else orm_vote_weight(score)
+
+
 def _majority_pseudo_label(step: MajorityPseudoLabel, ctx: _Context, kept: Kept) -> Kept:
     ctx.need(step.scorer, "answer")
     if step.weight is not None:
@@ -273,7 +279,8 @@ def _majority_pseudo_label(step: MajorityPseudoLabel, ctx: _Context, kept: Kept)
             out[prompt] = rows if step.referenced == "pass" else []
             continue
         answers = [ctx.field(r, step.scorer, "answer") for r in everyone]
-        weights = None if step.weight is None else [ctx.number(r, step.weight) for r in everyone]
+        weights = None if step.weight is None else [_vote_weight(ctx.number(r, step.weight))
+                                                    for r in everyone]
         try:
             winner = majority_answer(answers, weights)
         except ValueError as error:
@@ -461,6 +468,9 @@ def candidate_filter(model_id: str | None, sampling_hash: str | None) -> dict[st
     return {k: v for k, v in (("model_id", model_id), ("sampling_hash", sampling_hash)) if v is not None}
 
 
+# Bumped when a step's semantics change (2: weighted majority votes with the bounded ORM weight),
+# so that a selection made under the old rules is made again.
+SELECTION_RULES_VERSION = 2
 # Frame columns that are the candidate's immutable content (its id already names them).
 _CONTENT_COLUMNS = ("text", "steps")
 
@@ -469,7 +479,8 @@ def selection_inputs_hash(frame: pa.Table, policy: SelectionPolicy) -> str:
     """Id of what a selection is computed from: the policy and every candidate's id, prompt
     reference and scores (version, value, label, answer, steps) in the frame."""
     columns = [c for c in frame.column_names if c not in _CONTENT_COLUMNS]
-    return content_hash("selection-inputs", policy_hash(policy), frame.select(columns).to_pylist())
+    return content_hash("selection-inputs", SELECTION_RULES_VERSION, policy_hash(policy),
+                        frame.select(columns).to_pylist())
 
 
 def _existing_selection(lake: Lake, iteration: int, policy: SelectionPolicy, shard: str,

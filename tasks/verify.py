@@ -24,7 +24,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -71,11 +71,16 @@ class ComparisonMode:
 
     compare: str
     warmup: str | None = None
+    configure: str | None = None  # `configure(settings: dict)`, run in the worker before warmup
+    takes_source: bool = False  # compare(answer, reference, source): which extractor found it
+    fallback: str | None = None  # `fallback(text) -> str | None` when no extractor finds an answer
 
 
 COMPARISON_MODES: dict[str, ComparisonMode] = {
     "exact": ComparisonMode("tasks.verify:compare_exact"),
-    "math": ComparisonMode("tasks.verify:compare_math", warmup="tasks.verify:warm_up_math"),
+    "math": ComparisonMode("tasks.verify:compare_math", warmup="tasks.verify:warm_up_math",
+                           configure="tasks.verify:configure_math", takes_source=True,
+                           fallback="tasks.verify:math_verify_answer"),
 }
 
 
@@ -120,6 +125,9 @@ def _extract_boxed(text: str) -> str | None:
     return None  # unbalanced: the box never closes
 
 
+_CLAUSE_AFTER_ANSWER = re.compile(r"(?:[,;]|\.(?=\s))\s+(?=[A-Za-z])")
+
+
 def _extract_answer_is(text: str) -> str | None:
     last = None
     for last in _ANSWER_IS.finditer(text):
@@ -128,6 +136,7 @@ def _extract_answer_is(text: str) -> str | None:
         return None
     end = text.find("\n", last.end())
     value = text[last.end():end if end >= 0 else len(text)].strip().lstrip(":").strip()
+    value = _CLAUSE_AFTER_ANSWER.split(value, maxsplit=1)[0]  # "18, not 16 or 20" -> "18"
     if value.endswith("."):
         value = value[:-1].rstrip()
     if len(value) >= 2 and value.startswith("$") and value.endswith("$"):
@@ -135,44 +144,106 @@ def _extract_answer_is(text: str) -> str | None:
     return value or None
 
 
+def _boxes(text: str) -> list[str]:
+    """The contents of every balanced `\\boxed{...}` in `text`, in order."""
+    found, start = [], text.find(_BOXED)
+    while start >= 0:
+        begin, depth = start + len(_BOXED), 1
+        for token in _BRACE_TOKEN.finditer(text, begin):
+            char = token.group()
+            depth += 1 if char == "{" else -1 if char == "}" else 0
+            if depth == 0:
+                if text[begin:token.start()].strip():
+                    found.append(text[begin:token.start()].strip())
+                break
+        start = text.find(_BOXED, begin)
+    return found
+
+
 EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "hash": _extract_hash,
     "boxed": _extract_boxed,
     "answer_is": _extract_answer_is,
 }
+# An extractor is a built-in name, or ("regex", pattern, "first" | "last"): the pattern's one group
+# at its first or last match.
+Extractor = str | tuple[str, str, str]
+REGEX_OCCURRENCES = ("first", "last")
 
 
-def check_extractors(extractors: Sequence[str]) -> tuple[str, ...]:
-    """The extractor names as a tuple; ValueError naming any unknown one."""
+def check_regex(pattern: str) -> re.Pattern[str]:
+    """The compiled pattern; ValueError in one line when it does not compile or has not exactly
+    one capturing group."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"answer regex {pattern!r} does not compile: {error}") from None
+    if compiled.groups != 1:
+        raise ValueError(f"answer regex {pattern!r} must have exactly one capturing group "
+                         f"(it has {compiled.groups})")
+    return compiled
+
+
+def check_extractors(extractors: Sequence[Extractor]) -> tuple[Extractor, ...]:
+    """The extractors as a tuple; ValueError naming any unknown name or bad regex."""
     if isinstance(extractors, str):
         raise ValueError(f"extractors must be a sequence of names, not the string {extractors!r}")
-    names = tuple(extractors)
+    names = tuple(tuple(e) if isinstance(e, list) else e for e in extractors)
     if not names:
         raise ValueError("extractors must name at least one extractor")
     for name in names:
-        if name not in EXTRACTORS:
-            raise ValueError(f"unknown answer extractor {name!r}; known: {sorted(EXTRACTORS)}")
+        if isinstance(name, tuple):
+            if len(name) != 3 or name[0] != "regex" or name[2] not in REGEX_OCCURRENCES:
+                raise ValueError(f"a regex extractor is ('regex', pattern, 'first' | 'last'), got {name!r}")
+            check_regex(name[1])
+        elif name not in EXTRACTORS:
+            raise ValueError(f"unknown answer extractor {name!r}; known: {sorted(EXTRACTORS)} or a regex")
     return names
 
 
-def extract_answer(text: str, extractors: Sequence[str] = DEFAULT_EXTRACTORS) -> str | None:
+def extractor_label(extractor: Extractor) -> str:
+    """A short name of an extractor for messages and versions."""
+    return extractor if isinstance(extractor, str) else f"regex[{extractor[2]}]:{extractor[1]}"
+
+
+def extract_answer(text: str, extractors: Sequence[Extractor] = DEFAULT_EXTRACTORS) -> str | None:
     """The final answer in `text`, or None: the first of `extractors` that finds one wins.
 
     "hash": the rest of the last line starting with `####` (whitespace and thousands commas
     stripped); "boxed": the content of the last `\\boxed{...}` (balanced braces, else None);
-    "answer_is": what follows the last "the answer is" on its line, trailing period stripped.
-    Linear time in len(text).
+    "answer_is": what follows the last "the answer is" on its line, trailing period stripped;
+    ("regex", pattern, "first" | "last"): the pattern's group at its first or last match.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    return _extract(text, check_extractors(extractors))
+    found = _extract(text, check_extractors(extractors))
+    return found[0] if found else None
 
 
-def _extract(text: str, names: tuple[str, ...]) -> str | None:
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _extract_regex(text: str, pattern: str, occurrence: str) -> str | None:
+    compiled = _compiled(pattern)
+    if occurrence == "first":
+        match = compiled.search(text)
+    else:
+        match = None
+        for match in compiled.finditer(text):
+            pass
+    if match is None or match.group(1) is None:
+        return None
+    return match.group(1).strip() or None
+
+
+def _extract(text: str, names: tuple[Extractor, ...]) -> tuple[str, str] | None:
+    """(answer, the extractor that found it) or None."""
     for name in names:
-        answer = EXTRACTORS[name](text)
+        answer = _extract_regex(text, name[1], name[2]) if isinstance(name, tuple) else EXTRACTORS[name](text)
         if answer is not None:
-            return answer
+            return answer, "regex" if isinstance(name, tuple) else name
     return None
 
 
@@ -218,11 +289,93 @@ def _check_nesting(value: str, what: str) -> None:
         raise Unparseable(f"{what} nests brackets more than {MAX_NESTING} deep")
 
 
-def _math_parse(value: str, what: str) -> list[Any]:
+@dataclass(frozen=True)
+class MathSettings:
+    """math-verify's comparison settings (its `verify` keyword arguments) and how predictions are
+    extracted (`parse`'s extraction configs), with math-verify's own defaults."""
+
+    float_rounding: int = 6
+    numeric_precision: int = 15
+    strict: bool = True
+    allow_set_relation_comp: bool = False
+    extraction: tuple[str, ...] = ("latex", "expr")  # of "latex", "expr", "string"
+    boxed_match_priority: int = 50
+
+    def version(self) -> str:
+        """The settings as a short stable string (part of the verifier scorer's version)."""
+        return (f"fr={self.float_rounding},np={self.numeric_precision},strict={int(self.strict)},"
+                f"set={int(self.allow_set_relation_comp)},x={'+'.join(self.extraction)},"
+                f"bp={self.boxed_match_priority}")
+
+
+_SETTINGS = MathSettings()
+_FULL_WIDTH = str.maketrans({chr(0xFF10 + d): str(d) for d in range(10)} | {"\u2212": "-", "\uff0c": ","})
+# 1 000 / 1 000 000 with a space, a no-break or narrow no-break space, or an apostrophe between groups
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?:[ \u00a0\u202f']\d{3})+)(?![\d])")
+# a number followed by a unit word or two ("18 dollars", "5 cm.", "12 apples each")
+_NUMBER_WITH_UNITS = re.compile(r"^\s*\$?\s*([+-]?\d[\d,]*(?:\.\d+)?)\s*%?\s*[A-Za-z][A-Za-z ]{0,30}\.?\s*$")
+_PLAIN_NUMBER = re.compile(r"^\s*([+-]?)(\d+)(?:\.(\d+))?\s*$")
+
+
+def configure_math(settings: dict) -> None:
+    """Set this process's math-verify settings (called once in each worker)."""
+    global _SETTINGS
+    _SETTINGS = MathSettings(**{**settings, "extraction": tuple(settings.get("extraction", ("latex", "expr")))})
+    _math_verdict.cache_clear()
+    _math_gold.cache_clear()
+
+
+def normalise_math_answer(answer: str) -> str:
+    """The extracted answer as math-verify should see it: full-width digits and the Unicode minus
+    as ASCII, digit groups separated by spaces or apostrophes joined ("1 000" -> "1000"), and
+    unit words after a lone number dropped ("18 dollars" -> "18"): math-verify would read those
+    as products of symbols."""
+    text = answer.translate(_FULL_WIDTH)
+    text = _SPACED_THOUSANDS.sub(lambda m: m.group(1) + re.sub(r"[ \u00a0\u202f']", "", m.group(2)), text)
+    text = text.rstrip()
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()  # a sentence's full stop, inside or after the math
+    units = _NUMBER_WITH_UNITS.match(text)
+    if units and not re.search(r"\\|[{}=]", text):
+        text = units.group(1) + ("%" if "%" in text else "")
+    return text
+
+
+def _extraction_configs(settings: MathSettings) -> list[Any]:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtractionConfig
+
+    made = {"latex": lambda: LatexExtractionConfig(boxed_match_priority=settings.boxed_match_priority),
+            "expr": ExprExtractionConfig, "string": StringExtractionConfig}
+    return [made[name]() for name in settings.extraction]
+
+
+_LATEX_SHAPED = re.compile(r"\\[A-Za-z]|[\^_{}]|[(\[].*,.*[)\]]")
+
+
+def math_verify_answer(text: str) -> str | None:
+    """The answer math-verify's own extraction configs find in a whole text (its string form),
+    for a text none of the configured extractors matched."""
+    from math_verify import parse
+
+    if len(text) > 20 * MAX_ANSWER_CHARS:
+        text = text[-20 * MAX_ANSWER_CHARS:]
+    parsed = parse(normalise_math_answer(text), extraction_config=_extraction_configs(_SETTINGS),
+                   parsing_timeout=None)
+    return str(parsed[-1]).strip() or None if parsed else None
+
+
+def _math_parse(value: str, what: str, boxed: bool) -> list[Any]:
+    """math-verify's parse of an answer: a boxed answer as the box it came from; LaTeX-shaped
+    text (commands, braces, scripts, bracketed lists) as math; other text through math-verify's
+    extraction configs (its LaTeX delimiters, then plain expressions)."""
     from math_verify import parse
 
     _check_nesting(value, what)
-    parsed = parse(_BOXED + value + "}", parsing_timeout=None)
+    delimited = "$" in value or "\\(" in value or "\\[" in value
+    text = _BOXED + value + "}" if boxed or (not delimited and _LATEX_SHAPED.search(value)) else value
+    parsed = parse(text, extraction_config=_extraction_configs(_SETTINGS), parsing_timeout=None)
+    if not parsed and not boxed:
+        parsed = parse(_BOXED + value + "}", extraction_config=_extraction_configs(_SETTINGS), parsing_timeout=None)
     if not parsed:
         raise Unparseable(f"{what} could not be parsed by math-verify")
     return parsed
@@ -230,26 +383,70 @@ def _math_parse(value: str, what: str) -> list[Any]:
 
 @lru_cache(maxsize=4096)
 def _math_gold(reference: str) -> list[Any]:
-    return _math_parse(reference, "reference")
+    """The reference parsed once per process: as written when it carries its own LaTeX delimiters,
+    else as the content of a box (a dataset's raw LaTeX answer)."""
+    delimited = "$" in reference or _BOXED in reference or "\\(" in reference or "\\[" in reference
+    return _math_parse(reference, "reference", boxed=not delimited)
 
 
-def compare_math(answer: str, reference: str) -> bool:
-    """math-verify equivalence, reference as gold: `verify(parse(reference), parse(answer))`.
+def _plain_number(value: str) -> tuple[str, str, str] | None:
+    match = _PLAIN_NUMBER.match(value)
+    return match.groups(default="") if match else None  # type: ignore[return-value]
 
-    Both sides are parsed as the content of a \\boxed{}; math-verify's own signal timeouts are
-    off (the worker's hard timeout bounds it). Parse or comparison failures raise Unparseable.
-    Only for worker processes: never call it in the parent on untrusted text.
-    """
+
+def _numbers_equal(a: tuple[str, str, str], b: tuple[str, str, str], places: int) -> bool:
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    def value(parts: tuple[str, str, str]) -> Decimal:
+        sign, whole, fraction = parts
+        return Decimal(f"{sign}{whole}.{fraction or '0'}")
+
+    quantum = Decimal(1).scaleb(-places)
+    return value(a).quantize(quantum, ROUND_HALF_EVEN) == value(b).quantize(quantum, ROUND_HALF_EVEN)
+
+
+_UNPARSEABLE_MARK = "\0unparseable:"
+
+
+@lru_cache(maxsize=65536)
+def _math_verdict(answer: str, reference: str, boxed: bool) -> bool | str:
+    """True/False, or a string starting with _UNPARSEABLE_MARK: one (answer, reference) pair's
+    verdict, memoised, since most of a prompt's samples share a handful of answers."""
     from math_verify import verify
 
     if answer.strip() == reference.strip():
         return True  # identical text needs no parsing
-    gold = _math_gold(reference)
-    pred = _math_parse(answer, "answer")
+    a, b = _plain_number(answer), _plain_number(reference)
+    if a and b:  # plain decimals on both sides: math-verify's rounded comparison without sympy
+        return _numbers_equal(a, b, _SETTINGS.float_rounding)
     try:
-        return bool(verify(gold, pred, timeout_seconds=None, raise_on_error=True))
+        gold = _math_gold(reference)
+        pred = _math_parse(answer, "answer", boxed)
+    except Unparseable as error:
+        return _UNPARSEABLE_MARK + str(error)
+    try:
+        return bool(verify(gold, pred, float_rounding=_SETTINGS.float_rounding,
+                           numeric_precision=_SETTINGS.numeric_precision, strict=_SETTINGS.strict,
+                           allow_set_relation_comp=_SETTINGS.allow_set_relation_comp,
+                           timeout_seconds=None, raise_on_error=True))
     except Exception as error:  # math-verify or sympy failed: not a judgement of the answer
-        raise Unparseable(f"math-verify failed: {type(error).__name__}") from None
+        return f"{_UNPARSEABLE_MARK}math-verify failed: {type(error).__name__}"
+
+
+def compare_math(answer: str, reference: str, source: str = "text") -> bool:
+    """math-verify equivalence, reference as gold: `verify(parse(reference), parse(answer))` with
+    this process's settings (`configure_math`).
+
+    The answer is normalised (`normalise_math_answer`) and parsed the way math-verify parses a
+    prediction: a boxed answer as its box, any other through math-verify's extraction configs;
+    the reference is parsed once. math-verify's own signal timeouts are off (the worker's hard
+    timeout bounds it). Parse or comparison failures raise Unparseable. Only for worker
+    processes: never call it in the parent on untrusted text.
+    """
+    verdict = _math_verdict(normalise_math_answer(answer), reference, source == "boxed")
+    if isinstance(verdict, str):
+        raise Unparseable(verdict[len(_UNPARSEABLE_MARK):])
+    return verdict
 
 
 def warm_up_math() -> None:
@@ -260,8 +457,9 @@ def warm_up_math() -> None:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-    if not compare_math("\\frac{1}{2}", "0.5"):
+    if not compare_math("\\frac{1}{2}", "0.5", "boxed"):
         raise RuntimeError("math-verify warm-up: 1/2 did not verify against 0.5")
+    _math_verdict.cache_clear()
 
 
 def _resolve(path: str) -> Callable[..., Any]:
@@ -304,11 +502,41 @@ def _printable(value: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _check_one(text: str, reference: str, compare: Callable[[str, str], Any],
-               extractors: tuple[str, ...]) -> _Row:
-    answer = _extract(text, extractors)
-    if answer is None:
-        return UNPARSEABLE, None, None, f"no final answer found (extractors: {', '.join(extractors)})"
+_TOP_LEVEL_COMMA = re.compile(r",")
+
+
+def _is_collection(reference: str) -> bool:
+    """Whether a reference is a set, tuple or list of answers (a comma outside any brackets, or
+    one set/tuple literal), for which every box of an answer counts."""
+    depth = 0
+    stripped = reference.strip().strip("$").strip()
+    if stripped.startswith(("\\{", "(", "[")) and stripped.endswith(("\\}", ")", "]")) and "," in stripped:
+        return True
+    for char in stripped:
+        depth += 1 if char in "([{" else -1 if char in ")]}" else 0
+        if char == "," and depth == 0:
+            return True
+    return False
+
+
+def _check_one(text: str, reference: str, compare: Callable[..., Any],
+               extractors: tuple[Extractor, ...], takes_source: bool = False,
+               fallback: Callable[[str], str | None] | None = None) -> _Row:
+    found = _extract(text, extractors)
+    if found is None and fallback is not None:
+        try:
+            answer = fallback(text)
+        except Exception:  # noqa: BLE001 - a fallback that breaks finds nothing
+            answer = None
+        found = (answer, "text") if answer else None
+    if found is None:
+        names = ", ".join(extractor_label(e) for e in extractors)
+        return UNPARSEABLE, None, None, f"no final answer found (extractors: {names})"
+    answer, source = found
+    if source == "boxed" and _is_collection(reference):
+        boxes = _boxes(text)
+        if len(boxes) > 1:  # "the pairs are \boxed{(2, 2)} and \boxed{(6, 2)}": every box counts
+            answer = ", ".join(boxes)
     if not _valid_utf8(answer):
         return UNPARSEABLE, None, _printable(answer)[:MAX_ANSWER_CHARS], "answer is not valid UTF-8"
     if "\ufffd" in answer:
@@ -318,7 +546,7 @@ def _check_one(text: str, reference: str, compare: Callable[[str, str], Any],
         return (UNPARSEABLE, None, answer[:MAX_ANSWER_CHARS],
                 f"answer longer than {MAX_ANSWER_CHARS} characters")
     try:
-        outcome = compare(answer, reference)
+        outcome = compare(answer, reference, source) if takes_source else compare(answer, reference)
     except Unparseable as error:
         return UNPARSEABLE, None, answer, _short(str(error))
     except Exception as error:  # the comparison broke: never a score of 0
@@ -339,8 +567,8 @@ def _check_one(text: str, reference: str, compare: Callable[[str, str], Any],
 _IDLE = -1.0  # progress token meaning "between items"
 
 
-def _worker_main(conn: Connection, progress: Any, mode: ComparisonMode, extractors: tuple[str, ...],
-                 sys_path: list[str], memory_limit_mb: int | None) -> None:
+def _worker_main(conn: Connection, progress: Any, mode: ComparisonMode, extractors: tuple[Extractor, ...],
+                 sys_path: list[str], memory_limit_mb: int | None, settings: dict | None = None) -> None:
     """Worker loop: load the comparison, report ready, then check chunks until told to stop."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -351,6 +579,9 @@ def _worker_main(conn: Connection, progress: Any, mode: ComparisonMode, extracto
             limit = memory_limit_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         compare = _resolve(mode.compare)
+        fallback = _resolve(mode.fallback) if mode.fallback else None
+        if mode.configure:
+            _resolve(mode.configure)(settings or {})
         if mode.warmup:
             _resolve(mode.warmup)()
     except BaseException:
@@ -367,7 +598,7 @@ def _worker_main(conn: Connection, progress: Any, mode: ComparisonMode, extracto
         for token, text, reference in zip(tokens, texts, references):
             progress[0] = clock()  # start time first, then the token (the parent reads the other way)
             progress[1] = token
-            rows.append(_check_one(text, reference, compare, extractors))
+            rows.append(_check_one(text, reference, compare, extractors, mode.takes_source, fallback))
         progress[0] = clock()
         progress[1] = _IDLE
         conn.send(("rows", rows))
@@ -394,14 +625,16 @@ class Verifier:
     worker restarts since creation.
     """
 
-    def __init__(self, mode: str = "exact", extractors: Sequence[str] = DEFAULT_EXTRACTORS,
-                 timeout_s: float = 5.0, workers: int = 2, *, chunk_size: int | None = None,
+    def __init__(self, mode: str = "exact", extractors: Sequence[Extractor] = DEFAULT_EXTRACTORS,
+                 timeout_s: float = 5.0, workers: int = 2, *, math_settings: MathSettings | None = None,
+                 chunk_size: int | None = None,
                  start_method: str = "forkserver", memory_limit_mb: int | None = 4096,
                  startup_timeout_s: float = 120.0) -> None:
         """Start `workers` processes for `mode` and wait until each has loaded its comparison."""
         self._mode = _check_mode(mode)
         self.mode = mode
         self.extractors = check_extractors(extractors)
+        self.math_settings = math_settings or MathSettings()
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         if not isinstance(workers, int) or workers < 1:
@@ -435,7 +668,7 @@ class Verifier:
         process = self._ctx.Process(
             target=_worker_main, name="flywheel-verifier", daemon=True,
             args=(child_conn, progress, self._mode, self.extractors, list(sys.path),
-                  self.memory_limit_mb))
+                  self.memory_limit_mb, asdict(self.math_settings)))
         process.start()
         child_conn.close()
         return _Worker(process, parent_conn, progress, time.monotonic())
@@ -630,12 +863,12 @@ def _unpack(items: Sequence[VerifyItem]) -> tuple[list[str], list[str]]:
 
 
 def verify_batch(items: Sequence[VerifyItem], mode: str = "exact",
-                 extractors: Sequence[str] = DEFAULT_EXTRACTORS, timeout_s: float = 5.0,
+                 extractors: Sequence[Extractor] = DEFAULT_EXTRACTORS, timeout_s: float = 5.0,
                  workers: int = 2, **options: Any) -> list[Verdict]:
     """Verify `items` in a fresh process pool; one Verdict per item, in input order.
 
     Bad input (unknown mode or extractor, a missing reference) raises before any process starts.
-    `options` go to `Verifier` (chunk_size, start_method, memory_limit_mb, startup_timeout_s).
+    `options` go to `Verifier` (math_settings, chunk_size, start_method, memory_limit_mb, startup_timeout_s).
     """
     _check_mode(mode)
     check_extractors(extractors)

@@ -12,6 +12,10 @@ Voting rules, shared by `majority_answer` and `vote_shares`:
   negative weight is an error naming its index (weights are every sample's, voting or not);
 - the answer with the largest total wins; a tie goes to the answer whose first voting occurrence is
   earliest; no voting sample means no answer.
+
+A reward score that may be negative (an ORM logit) is not a weight by itself: best-of-N's weighted
+majority and selection's `majority_pseudo_label` both vote with `tasks.best_of_n.orm_vote_weight`,
+its sigmoid.
 """
 from __future__ import annotations
 

@@ -73,3 +73,60 @@ def test_an_evaluation_under_another_config_is_new_rows_not_a_reuse(lake: Lake):
     assert first.values["avg@2"] == 0.5 and second.values["avg@4"] == 0.25
     again = run_eval(lake, prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=8))
     assert again.values == second.values and len(lake.read("evals")) == len(evals)
+
+
+class BlankLineStepsBackend:
+    """Answers "a+b" correctly in three blank-line-separated steps, the second spanning two lines."""
+
+    name = "blank-lines"
+
+    def generate(self, prompts, sampling, seeds):
+        out = []
+        for prompt in prompts:
+            a, b = (int(x) for x in prompt.split("Problem: ")[-1].split("\n")[0].split("+"))
+            text = f"{a}+{b}\n\nfirst {a}\nthen {b}\n\n#### {a + b}"
+            out.append([Completion(text=text, token_ids=[1, 2], token_logprobs=None, cumulative_logprob=None,
+                                   finish_reason="stop") for _ in range(sampling.n)])
+        return out
+
+    def close(self):
+        pass
+
+
+def test_evaluation_splits_steps_on_the_given_separator(lake: Lake):
+    from tasks.evaluate import eval_hash
+    from tasks.generate import generation_hash
+
+    prompts = write_eval_prompts(lake, [(1, 2), (3, 4)])
+    sampling, fmt = SamplingConfig(n=2, temperature=0.8, max_tokens=8), PromptFormat(template="Problem: {problem}\n")
+    scorer = VerifierScorer("exact")
+    try:
+        summary = evaluate_model(lake, BlankLineStepsBackend(), [scorer], prompts, run_id="r", model_id="m",
+                                 iteration=0, sampling=sampling, fmt=fmt, ks=[1], benchmark="t",
+                                 step_separator="\n\n")
+    finally:
+        scorer.close()
+    candidates = lake.read("candidates").to_pylist()
+    assert len(candidates) == 2 * 2 + 2
+    for c in candidates:
+        a, b = c["text"].split("\n")[0].split("+")
+        assert c["steps"] == [f"{a}+{b}", f"first {a}\nthen {b}", f"#### {int(a) + int(b)}"]
+    assert {c["sampling_hash"] for c in candidates} == {
+        generation_hash(sampling, fmt, "\n\n"), generation_hash(sampling.model_copy(update={"n": 1, "temperature": 0.0}),
+                                                                fmt, "\n\n")}
+    assert summary.values["pass@1"] == 1.0 and summary.values["greedy@1"] == 1.0
+    ids_ = [p["prompt_id"] for p in prompts]
+    written = {r["eval_hash"] for r in lake.read("evals").to_pylist()}
+    assert written == {eval_hash(sampling, fmt, ids_, [scorer], step_separator="\n\n")}
+    assert eval_hash(sampling, fmt, ids_, [scorer]) != eval_hash(sampling, fmt, ids_, [scorer], step_separator="\n\n")
+
+
+def test_an_empty_step_separator_is_refused(lake: Lake):
+    import pytest
+
+    prompts = write_eval_prompts(lake, [(1, 2)])
+    with pytest.raises(ValueError, match="step_separator is empty"):
+        evaluate_model(lake, BlankLineStepsBackend(), [], prompts, run_id="r", model_id="m", iteration=0,
+                       sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=8), fmt=PromptFormat(),
+                       ks=[1], benchmark="t", step_separator="")
+    assert lake.read("candidates").num_rows == 0

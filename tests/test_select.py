@@ -257,7 +257,7 @@ def test_majority_pseudo_label_on_prompts_without_reference(frame):
 
 def test_majority_pseudo_label_weighted_by_a_score(frame):
     step = MajorityPseudoLabel(referenced="drop", weight=ScoreRef(scorer="orm"))
-    assert run(frame, step) == by_prompt({"d": ["d2", "d3"]})  # 4: 0.8 against 3: 0.2
+    assert run(frame, step) == by_prompt({"d": ["d2", "d3"]})  # sigmoid weights: "4" 1.197 against "3" 1.050
 
 
 def test_majority_votes_over_all_samples_not_just_survivors(frame):

@@ -101,3 +101,47 @@ def test_bad_answers_and_lengths() -> None:
         majority_answer(["1", "  "])
     with pytest.raises(ValueError, match="answer at index 0 is 7, not a string"):
         majority_answer([7])  # type: ignore[list-item]
+
+
+# ---------------------------------------------------------------- ORM-weighted majority in selection
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _vote_frame() -> list[dict]:
+    """Two reference-free prompts voted on by ORM logits (negative ones included)."""
+    specs = {  # prompt -> [(answer, orm logit)] in sample order
+        # "7": 3 x sigmoid(-0.5) = 1.1326 beats "9": sigmoid(2.0) = 0.8808 (raw or ReLU'd logits
+        # would elect "9"; so would exp)
+        "p": [("7", -0.5), ("7", -0.5), ("9", 2.0), ("7", -0.5)],
+        # "9": sigmoid(1.0) = 0.7311 beats "7": 2 x sigmoid(-2.0) = 0.2384 (plain majority: "7");
+        # a null ORM value does not vote
+        "q": [("7", -2.0), ("7", -2.0), ("9", 1.0), ("7", None)],
+    }
+    rows = []
+    for prompt, samples in specs.items():
+        for index, (answer, logit) in enumerate(samples):
+            rows.append({"candidate_id": f"{prompt}{index}", "prompt_id": prompt, "iteration": 0,
+                         "sample_index": index, "text": f"{prompt}{index}", "reference_answer": None,
+                         "verifier__version": "1", "verifier__answer": answer,
+                         "orm__version": "1", "orm__value": logit})
+    return rows
+
+
+def test_orm_weighted_majority_in_selection_uses_the_sigmoid_of_logits() -> None:
+    from schemas.policy import MajorityPseudoLabel, ScoreRef, SelectionPolicy
+    from tasks.best_of_n import orm_vote_weight
+    from tasks.select import apply_policy
+
+    frame = _vote_frame()
+    # the hand computation the comments above rely on
+    assert 3 * _sigmoid(-0.5) > _sigmoid(2.0) and _sigmoid(1.0) > 2 * _sigmoid(-2.0)
+    for row in frame:  # the same bounded weight best-of-N votes with
+        if row["orm__value"] is not None:
+            assert orm_vote_weight(row["orm__value"]) == pytest.approx(_sigmoid(row["orm__value"]))
+    policy = SelectionPolicy(name="w", steps=[
+        MajorityPseudoLabel(weight=ScoreRef(scorer="orm"), referenced="vote")])
+    kept = [(r["candidate_id"], r["rank"], r["weight"]) for r in apply_policy(frame, policy)]
+    assert kept == [("p0", 0, 1.0), ("p1", 1, 1.0), ("p3", 2, 1.0), ("q2", 0, 1.0)]

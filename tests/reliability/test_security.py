@@ -161,7 +161,7 @@ def test_math_verify_parse_expr_only_sees_digits_and_operators(tmp_path: Path,
         except Unparseable:
             pass
     mv_parser.parse_expr_cached.cache_clear()
-    assert "2*3" in seen  # the fallback was reached
+    assert any("2*3" in text for text in seen)  # the fallback was reached
     allowed = set("0123456789. \t\n+-*/^()×÷")
     assert all(set(text) <= allowed for text in seen), seen
     assert_nothing_created(sentinel, tmp_path)
@@ -228,7 +228,7 @@ def test_no_evaluation_of_text_in_flywheel_source() -> None:
 
 
 def test_math_verify_is_used_only_by_the_verifier_workers_functions() -> None:
-    """math-verify (sympy inside) is imported only inside the three worker-side functions of
+    """math-verify (sympy inside) is imported only inside the worker-side functions of
     tasks/verify.py, never at module level, and the math mode is reached by import path (in a
     worker process)."""
     heavy = {"math_verify", "sympy", "latex2sympy2_extended"}
@@ -248,7 +248,8 @@ def test_math_verify_is_used_only_by_the_verifier_workers_functions() -> None:
         for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
             if any(heavy & set(imported(inner)) for inner in ast.walk(function)):
                 importers.setdefault(str(path.relative_to(PROJECT_ROOT)), set()).add(function.name)
-    assert importers == {"tasks/verify.py": {"_math_parse", "compare_math", "warm_up_math"}}
+    assert importers == {"tasks/verify.py": {"_math_parse", "_math_verdict", "_extraction_configs",
+                                             "math_verify_answer", "warm_up_math"}}
     from tasks.verify import COMPARISON_MODES
 
     assert COMPARISON_MODES["math"].compare == "tasks.verify:compare_math"
