@@ -26,6 +26,7 @@ from tasks.score import load_candidates, score_candidates
 from tasks.select import candidate_score, score_column
 from tasks.sql import connect
 from tasks.verify import CORRECT, TIMEOUT, UNPARSEABLE
+from tasks.vote import CORRECT_ANSWER
 
 logger = logging.getLogger("flywheel.evaluate")
 EVAL_SPLIT = "eval"
@@ -143,7 +144,9 @@ def verified_sample(candidate_id: str, verdicts: Mapping[str, dict], step: dict 
     if verdict is None:
         raise ValueError(f"candidate {candidate_id} has no verifier score")
     unparseable = verdict["label"] in (UNPARSEABLE, TIMEOUT)
-    return Sample(answer=None if unparseable else (verdict["extracted_answer"] or ""),
+    # Votes follow the verifier's equivalence: every answer it judged correct is one answer.
+    answer = CORRECT_ANSWER if verdict["label"] == CORRECT else (verdict["extracted_answer"] or "")
+    return Sample(answer=None if unparseable else answer,
                   correct=verdict["label"] == CORRECT, unparseable=unparseable,
                   all_steps_correct=None if step is None else step["value"] == 1.0, scores=scores)
 

@@ -1,8 +1,11 @@
 """Majority vote over final answers, plain or weighted (e.g. by a reward score).
 
-Answers are compared after `normalize_answer`: surrounding whitespace is stripped and an integer
-(optional sign, digits) is written canonically, so `" 007"`, `"+7"` and `"7"` are one answer and
-`"-0"` equals `"0"`. Nothing else is rewritten (`"7.0"` and `"7"` stay different answers).
+Answers are compared after `normalize_answer`, the verifier's canonical form: Unicode compatibility
+forms folded (full-width `７` is `7`), surrounding whitespace and `$` stripped, comma thousands
+separators dropped, and a plain decimal number written canonically, so `" 007"`, `"+7"`, `"7.0"`,
+`"７"` and `"7"` are one answer, `"1,000"` is `"1000"` and `"-0"` equals `"0"`. Evaluation goes
+further: every answer the verifier judged correct votes as one answer (`CORRECT_ANSWER`), since the
+verifier found each equal to the reference (in math mode, `18`, `18.0` and `\\frac{36}{2}`).
 
 Voting rules, shared by `majority_answer` and `vote_shares`:
 - answers are given in sample order (by sample_index); `None` (unparseable) does not vote;
@@ -21,20 +24,29 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
+from decimal import Decimal
 
-_INTEGER = re.compile(r"^([+-]?)(\d+)$")
+_DECIMAL = re.compile(r"^[+-]?\d+(?:\.\d+)?$", re.ASCII)
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$", re.ASCII)
+# The vote key of every answer the verifier judged correct (no answer text can equal it).
+CORRECT_ANSWER = "\x00correct"
 
 
 def normalize_answer(answer: str) -> str:
-    """The comparison form of an answer: stripped, and canonical when it is an integer."""
-    text = answer.strip()
-    match = _INTEGER.match(text)
-    if match is None:
+    """The comparison form of an answer: NFKC-folded, stripped of whitespace and `$`, comma
+    thousands separators dropped, and a plain decimal number canonical (`7.50` -> `7.5`)."""
+    text = unicodedata.normalize("NFKC", answer).strip().strip("$").strip() or answer.strip()
+    if _THOUSANDS.match(text):
+        text = text.replace(",", "")
+    if not _DECIMAL.match(text):
         return text
-    sign, digits = match.groups()
-    digits = digits.lstrip("0") or "0"
-    return f"-{digits}" if sign == "-" and digits != "0" else digits
+    value = Decimal(text)
+    if value == 0:
+        return "0"
+    canonical = format(value.normalize(), "f")
+    return canonical.lstrip("+")
 
 
 def _tally(answers: Sequence[str | None],

@@ -11,7 +11,7 @@ from tasks.vote import majority_answer, normalize_answer, vote_shares
 
 @pytest.mark.parametrize("raw, expected", [
     (" 7 ", "7"), ("007", "7"), ("+7", "7"), ("-7", "-7"), ("-007", "-7"), ("-0", "0"),
-    ("+0", "0"), ("000", "0"), ("\t12\n", "12"), ("7.0", "7.0"), ("x = 7", "x = 7"),
+    ("+0", "0"), ("000", "0"), ("\t12\n", "12"), ("7.0", "7"), ("x = 7", "x = 7"),
 ])
 def test_normalize_answer(raw: str, expected: str) -> None:
     assert normalize_answer(raw) == expected
@@ -145,3 +145,44 @@ def test_orm_weighted_majority_in_selection_uses_the_sigmoid_of_logits() -> None
         MajorityPseudoLabel(weight=ScoreRef(scorer="orm"), referenced="vote")])
     kept = [(r["candidate_id"], r["rank"], r["weight"]) for r in apply_policy(frame, policy)]
     assert kept == [("p0", 0, 1.0), ("p1", 1, 1.0), ("p3", 2, 1.0), ("q2", 0, 1.0)]
+
+
+@pytest.mark.parametrize("spellings", [
+    [" 007", "+7", "7.0", "７", "7", "$7$", "7.000"],
+    ["1,000", "1000", "1000.0", "１０００"],
+    ["-0", "0", "0.00", "+0"],
+    ["2.50", "2.5"],
+])
+def test_spellings_of_one_number_are_one_answer(spellings):
+    assert len({normalize_answer(s) for s in spellings}) == 1
+
+
+def test_different_answers_stay_apart():
+    assert len({normalize_answer(s) for s in ["7", "-7", "7.5", "70", "x=7", "$"]}) == 6
+
+
+def _maj(labels_answers: list[tuple[str, str]], k: int) -> float:
+    from tasks.evaluate import verified_sample
+    from tasks.metrics import evaluate_groups
+
+    verdicts = {f"c{i}": {"label": label, "extracted_answer": answer} for i, (label, answer) in enumerate(labels_answers)}
+    group = [verified_sample(f"c{i}", verdicts, None, {}) for i in range(len(labels_answers))]
+    values = evaluate_groups({"p": group}, [k], n_boot=10)
+    return next(v.value for v in values if v.metric == "maj" and v.k == k)
+
+
+def test_wrong_answers_spelled_apart_vote_together():
+    # reference 5: "1,000" and "1000" are one wrong answer with two votes, which beats the one right vote
+    assert _maj([("correct", "5"), ("incorrect", "1,000"), ("incorrect", "1000")], 3) == 0.0
+
+
+def test_answers_the_verifier_judged_correct_vote_together():
+    # math mode judged 18.0, 18 and \frac{36}{2} equal to the reference: three votes against two for 17
+    samples = [("incorrect", "17"), ("correct", "18.0"), ("incorrect", "17"), ("correct", "\\frac{36}{2}"),
+               ("correct", "18")]
+    assert _maj(samples, 5) == 1.0
+
+
+def test_no_answer_stops_an_evaluation():
+    samples = [("correct", "７"), ("incorrect", "$"), ("incorrect", "８"), ("correct", "7"), ("unparseable", None)]
+    assert _maj(samples, 5) == 1.0
