@@ -55,3 +55,28 @@ def prefect_harness(tmp_path_factory):
         os.environ.pop("PREFECT_HOME", None)
     else:
         os.environ["PREFECT_HOME"] = old
+
+
+class ArithmeticBackend:
+    """A stand-in generation backend for prompts ending "Problem: a+b": sample i of each prompt
+    is `write(a, b, i)`. For logic that does not depend on the engine (the real engines are
+    tested in test_generate.py and test_generation_integrity.py)."""
+
+    name = "arithmetic"
+
+    def __init__(self, write) -> None:
+        self.write = write
+
+    def generate(self, prompts, sampling, seeds):
+        """`sampling.n` completions per prompt, written by `write`."""
+        from tasks.generate import Completion
+
+        out = []
+        for prompt in prompts:
+            a, b = (int(x) for x in prompt.split("Problem: ")[-1].split("\n")[0].split("+"))
+            out.append([Completion(text=self.write(a, b, i), token_ids=[1, 2], token_logprobs=None,
+                                   cumulative_logprob=None, finish_reason="stop") for i in range(sampling.n)])
+        return out
+
+    def close(self) -> None:
+        """Nothing to stop."""

@@ -4,27 +4,14 @@ from __future__ import annotations
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks import ids
 from tasks.evaluate import EVAL_SPLIT, evaluate_model
-from tasks.generate import Completion
 from tasks.lake import Lake
 from tasks.score import VerifierScorer
+from tests.conftest import ArithmeticBackend
 
 
-class EchoAnswerBackend:
+def EchoAnswerBackend():  # noqa: N802 - reads as the backend it builds
     """Answers every problem "a+b" with its sum on the first sample and sum+1 on the others."""
-
-    name = "echo"
-
-    def generate(self, prompts, sampling, seeds):
-        out = []
-        for prompt in prompts:
-            a, b = (int(x) for x in prompt.split("Problem: ")[-1].split("\n")[0].split("+"))
-            out.append([Completion(text=f"{a}+{b}\n#### {a + b + min(i, 1)}", token_ids=[1, 2],
-                                   token_logprobs=None, cumulative_logprob=None, finish_reason="stop")
-                        for i in range(sampling.n)])
-        return out
-
-    def close(self):
-        pass
+    return ArithmeticBackend(lambda a, b, i: f"{a}+{b}\n#### {a + b + min(i, 1)}")
 
 
 def write_eval_prompts(lake: Lake, problems: list[tuple[int, int]]) -> list[dict]:
@@ -75,22 +62,9 @@ def test_an_evaluation_under_another_config_is_new_rows_not_a_reuse(lake: Lake):
     assert again.values == second.values and len(lake.read("evals")) == len(evals)
 
 
-class BlankLineStepsBackend:
+def BlankLineStepsBackend():  # noqa: N802 - reads as the backend it builds
     """Answers "a+b" correctly in three blank-line-separated steps, the second spanning two lines."""
-
-    name = "blank-lines"
-
-    def generate(self, prompts, sampling, seeds):
-        out = []
-        for prompt in prompts:
-            a, b = (int(x) for x in prompt.split("Problem: ")[-1].split("\n")[0].split("+"))
-            text = f"{a}+{b}\n\nfirst {a}\nthen {b}\n\n#### {a + b}"
-            out.append([Completion(text=text, token_ids=[1, 2], token_logprobs=None, cumulative_logprob=None,
-                                   finish_reason="stop") for _ in range(sampling.n)])
-        return out
-
-    def close(self):
-        pass
+    return ArithmeticBackend(lambda a, b, i: f"{a}+{b}\n\nfirst {a}\nthen {b}\n\n#### {a + b}")
 
 
 def test_evaluation_splits_steps_on_the_given_separator(lake: Lake):

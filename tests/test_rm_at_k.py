@@ -9,9 +9,10 @@ from schemas.generation import PromptFormat, SamplingConfig
 from schemas.loop import EvalStage
 from tasks import ids
 from tasks.evaluate import EVAL_SPLIT, evaluate_model
-from tasks.generate import Completion, generate_candidates
+from tasks.generate import generate_candidates
 from tasks.lake import Lake
 from tasks.score import score_row
+from tests.conftest import ArithmeticBackend
 
 SAMPLING = SamplingConfig(n=4, temperature=0.8, max_tokens=8)
 FMT = PromptFormat(template="Problem: {problem}\n")
@@ -41,22 +42,9 @@ EXPECTED = {
 }
 
 
-class OffByOneBackend:
+def OffByOneBackend():  # noqa: N802 - reads as the backend it builds
     """Answers "a+b" with a+b on sample 0 and a+b+1 on the others."""
-
-    name = "off-by-one"
-
-    def generate(self, prompts, sampling, seeds):
-        out = []
-        for prompt in prompts:
-            a, b = (int(x) for x in prompt.split("Problem: ")[-1].split("\n")[0].split("+"))
-            out.append([Completion(text=f"{a}+{b}\n#### {a + b + min(i, 1)}", token_ids=[1, 2],
-                                   token_logprobs=None, cumulative_logprob=None, finish_reason="stop")
-                        for i in range(sampling.n)])
-        return out
-
-    def close(self):
-        pass
+    return ArithmeticBackend(lambda a, b, i: f"{a}+{b}\n#### {a + b + min(i, 1)}")
 
 
 class HashVerifier:
