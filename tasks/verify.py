@@ -314,7 +314,7 @@ _FULL_WIDTH = str.maketrans({chr(0xFF10 + d): str(d) for d in range(10)} | {"\u2
 _SPACED_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?:[ \u00a0\u202f']\d{3})+)(?![\d])")
 # a number followed by a unit word or two ("18 dollars", "5 cm.", "12 apples each")
 _NUMBER_WITH_UNITS = re.compile(r"^\s*\$?\s*([+-]?\d[\d,]*(?:\.\d+)?)\s*%?\s*[A-Za-z][A-Za-z ]{0,30}\.?\s*$")
-_PLAIN_NUMBER = re.compile(r"^\s*([+-]?)(\d+)(?:\.(\d+))?\s*$")
+_PLAIN_NUMBER = re.compile(r"^\s*[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?\s*$")
 
 
 def configure_math(settings: dict) -> None:
@@ -389,20 +389,31 @@ def _math_gold(reference: str) -> list[Any]:
     return _math_parse(reference, "reference", boxed=not delimited)
 
 
-def _plain_number(value: str) -> tuple[str, str, str] | None:
-    match = _PLAIN_NUMBER.match(value)
-    return match.groups(default="") if match else None  # type: ignore[return-value]
+def _plain_number(value: str) -> Any:
+    """The Decimal of a plain decimal number (optionally with an exponent, `1.5e-3`), else None."""
+    from decimal import Decimal, InvalidOperation
+
+    if not _PLAIN_NUMBER.match(value):
+        return None
+    try:
+        return Decimal(value.strip())
+    except InvalidOperation:
+        return None
 
 
-def _numbers_equal(a: tuple[str, str, str], b: tuple[str, str, str], places: int) -> bool:
-    from decimal import ROUND_HALF_EVEN, Decimal
+def _numbers_equal(a: Any, b: Any, places: int) -> bool:
+    """Two plain numbers equal after rounding both to `places` decimals (math-verify's rule);
+    numbers beyond 10**40 in size or below 10**-40 compare exactly (no huge roundings)."""
+    from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
-    def value(parts: tuple[str, str, str]) -> Decimal:
-        sign, whole, fraction = parts
-        return Decimal(f"{sign}{whole}.{fraction or '0'}")
-
-    quantum = Decimal(1).scaleb(-places)
-    return value(a).quantize(quantum, ROUND_HALF_EVEN) == value(b).quantize(quantum, ROUND_HALF_EVEN)
+    if a == b:
+        return True
+    if max(abs(a.adjusted()), abs(b.adjusted())) > 40:
+        return False
+    with localcontext() as context:
+        context.prec = 100
+        quantum = Decimal(1).scaleb(-places)
+        return a.quantize(quantum, ROUND_HALF_EVEN) == b.quantize(quantum, ROUND_HALF_EVEN)
 
 
 _UNPARSEABLE_MARK = "\0unparseable:"
@@ -417,7 +428,7 @@ def _math_verdict(answer: str, reference: str, boxed: bool) -> bool | str:
     if answer.strip() == reference.strip():
         return True  # identical text needs no parsing
     a, b = _plain_number(answer), _plain_number(reference)
-    if a and b:  # plain decimals on both sides: math-verify's rounded comparison without sympy
+    if a is not None and b is not None:  # plain decimals: math-verify's rounded comparison, no sympy
         return _numbers_equal(a, b, _SETTINGS.float_rounding)
     try:
         gold = _math_gold(reference)

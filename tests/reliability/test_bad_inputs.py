@@ -663,8 +663,10 @@ VERIFIER_CASES: dict[str, tuple[str, str, dict[str, tuple[str, str | None]]]] = 
                                "math": ("unparseable", "answer nests brackets more than 50 deep")}),
     "answer-100k-chars": ("#### " + "1" * 100_000, "1", {"*": ("unparseable", TOO_LONG)}),
     "text-1mb-no-answer": ("x" * MEGA, "1", {"*": ("unparseable", NO_ANSWER)}),
-    "fullwidth-digits": ("#### \uff13\uff12", "32", {"*": ("incorrect", None)}),
-    "arabic-indic-digits": ("#### \u0663\u0662", "32", {"*": ("incorrect", None)}),
+    # math mode reads other scripts' digits as the numbers they are (exact mode compares strings)
+    "fullwidth-digits": ("#### \uff13\uff12", "32", {"exact": ("incorrect", None), "math": ("correct", None)}),
+    "arabic-indic-digits": ("#### \u0663\u0662", "32", {"exact": ("incorrect", None),
+                                                          "math": ("correct", None)}),
     "superscript-digit": ("\\boxed{\u00b2}", "2", {"*": ("incorrect", None)}),
     "zero-width-space": ("#### 3\u200b2", "32", {"*": ("incorrect", None)}),
     "nul-byte": ("#### 3\x002", "32", {"*": ("incorrect", None)}),
