@@ -326,8 +326,9 @@ def watch_round_until_engine(process: subprocess.Popen, log: Path, timeout: floa
             continue
         for child in children:
             try:
-                created, name = child.create_time(), " ".join(child.cmdline())[:80]
-                if "tasks/reaper.py" in name:
+                created, command = child.create_time(), " ".join(child.cmdline())
+                name = command[:80]
+                if "tasks/reaper.py" in command:  # a long checkout path can push it past 80 characters
                     watchdog_cpu = sum(child.cpu_times()[:2]), time.time() - created
             except psutil.Error:
                 continue
