@@ -513,9 +513,6 @@ def _printable(value: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-_TOP_LEVEL_COMMA = re.compile(r",")
-
-
 def _is_collection(reference: str) -> bool:
     """Whether a reference is a set, tuple or list of answers (a comma outside any brackets, or
     one set/tuple literal), for which every box of an answer counts."""
