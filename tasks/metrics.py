@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md "Metrics"): pass@k, avg@n, maj@k, rm@k, greedy accuracy, the
+"""Evaluation metrics: pass@k (unbiased, `pass_at_k`), avg@n, maj@k, rm@k, greedy accuracy, the
 shares of all-steps-correct and unparseable samples, with percentile-bootstrap confidence intervals
 over problems, and their rows for the `evals` table.
 

@@ -152,7 +152,7 @@ class StepVerifierScorer:
 
 
 class PRLScorer:
-    """PRL process values: outcome advantage minus β·KL-to-reference, per step (DESIGN.md).
+    """PRL process values: outcome advantage minus β·KL-to-reference, per step (the formula is in `tasks/prl.py`).
 
     Outcome rewards are the verifier's values already in the lake; the reference policy (the base
     model) scores each candidate's sampled tokens. Candidates must arrive grouped by prompt.

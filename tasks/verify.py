@@ -1,6 +1,6 @@
 """Rule-based verifier: extract a candidate's final answer and compare it with the reference.
 
-Four outcomes (DESIGN.md): "correct" (1.0), "incorrect" (0.0), "unparseable" and "timeout"
+Four outcomes: "correct" (1.0), "incorrect" (0.0), "unparseable" and "timeout"
 (value None). A comparison that fails, hangs or kills its process is never scored 0.
 
 Every item is checked in a worker process (`Verifier`, `verify_batch`) under a hard per-item

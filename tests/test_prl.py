@@ -1,6 +1,7 @@
 """PRL process values: group advantages, the KL suffix sums, score rows, and input validation.
 
-Expected numbers are written out as arithmetic from DESIGN.md's formula, not computed by tasks.prl.
+Expected numbers are written out as arithmetic from the formula in tasks/prl.py's docstring, not
+computed by tasks.prl.
 """
 from __future__ import annotations
 
