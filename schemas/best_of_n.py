@@ -47,7 +47,7 @@ class BestOfNConfig(Strict):
     # a list: exactly these, and a missing model is an error.
     methods: tuple[MethodName, ...] | None = None
     verifier_mode: Literal["exact", "math"] = "exact"  # reporting only: picks vs reference answers
-    extractors: tuple[str, ...] = ("hash", "boxed", "answer_is")  # final-answer extraction for votes
+    extractors: tuple[str, ...] = ("hash", "boxed", "answer_is", "answer_line")  # final-answer extraction for votes
 
     @field_validator("methods")
     @classmethod

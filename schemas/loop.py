@@ -66,8 +66,8 @@ class ScoringStage(Strict):
     """Which scorers run on every candidate."""
 
     verifier_mode: Literal["exact", "math"] = "exact"
-    # built-in names ("hash", "boxed", "answer_is") and regex extractors, tried in order
-    extractors: tuple[str | RegexExtractor, ...] = ("hash", "boxed", "answer_is")
+    # built-in names ("hash", "boxed", "answer_is", "answer_line") and regex extractors, tried in order
+    extractors: tuple[str | RegexExtractor, ...] = ("hash", "boxed", "answer_is", "answer_line")
     math: MathVerifySettings = MathVerifySettings()
 
     @field_validator("extractors", mode="before")
@@ -87,10 +87,10 @@ class ScoringStage(Strict):
                     raise ValueError(f"a regex extractor has keys regex and occurrence, got {sorted(entry)}")
                 check_regex(str(entry["regex"]))
                 out.append(RegexExtractor(**entry))
-            elif entry in ("hash", "boxed", "answer_is") or isinstance(entry, RegexExtractor):
+            elif entry in ("hash", "boxed", "answer_is", "answer_line") or isinstance(entry, RegexExtractor):
                 out.append(entry)
             else:
-                raise ValueError(f"unknown answer extractor {entry!r} (built-ins: hash, boxed, answer_is; "
+                raise ValueError(f"unknown answer extractor {entry!r} (built-ins: hash, boxed, answer_is, answer_line; "
                                  "or {regex: ..., occurrence: first|last})")
         return tuple(out)
     timeout_s: float = Field(5.0, gt=0)

@@ -43,8 +43,8 @@ from tasks.progress import progress_bar
 from tasks.reward_model import ORMScorer, PRMScorer
 from tasks.sql import connect
 from tasks.step_verify import all_steps_correct, step_labels
-from tasks.verify import (CORRECT, INCORRECT, MathSettings, Verifier, VerifyItem, check_extractors,
-                          extract_answer, extractor_label)
+from tasks.verify import (CORRECT, DEFAULT_EXTRACTORS, INCORRECT, MathSettings, Verifier, VerifyItem,
+                          check_extractors, extract_answer, extractor_label)
 
 logger = logging.getLogger("flywheel.score")
 SCORES = table_spec("scores")
@@ -99,7 +99,7 @@ class VerifierScorer:
 
     name = "verifier"
 
-    def __init__(self, mode: str = "exact", extractors: Sequence[Any] = ("hash", "boxed", "answer_is"),
+    def __init__(self, mode: str = "exact", extractors: Sequence[Any] = DEFAULT_EXTRACTORS,
                  timeout_s: float = 5.0, workers: int = 2, math_settings: MathSettings | None = None) -> None:
         self.mode, self.extractors, self.timeout_s, self.workers = mode, check_extractors(extractors), timeout_s, workers
         self.math_settings = math_settings or MathSettings()

@@ -29,8 +29,10 @@ from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from tasks.math_values import decide
+
 CORRECT, INCORRECT, UNPARSEABLE, TIMEOUT = "correct", "incorrect", "unparseable", "timeout"
-DEFAULT_EXTRACTORS: tuple[str, ...] = ("hash", "boxed", "answer_is")
+DEFAULT_EXTRACTORS: tuple[str, ...] = ("hash", "boxed", "answer_is", "answer_line")
 MAX_ANSWER_CHARS = 1000  # a longer "final answer" is unparseable, never compared
 MAX_NESTING = 50  # math mode: deeper bracket nesting is unparseable (parsers recurse)
 MAX_CHUNK = 256
@@ -135,7 +137,23 @@ def _extract_answer_is(text: str) -> str | None:
     if last is None:
         return None
     end = text.find("\n", last.end())
-    value = text[last.end():end if end >= 0 else len(text)].strip().lstrip(":").strip()
+    return _clean_answer(text[last.end():end if end >= 0 else len(text)].strip().lstrip(":").strip())
+
+
+# "Answer: 42", "**Answer:** 42", "Final answer: 42" at the start of a line
+_ANSWER_LINE = re.compile(r"^[ \t>*_#]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_]*(\S[^\n]*?)[ \t*_]*$",
+                          re.IGNORECASE | re.MULTILINE)
+
+
+def _extract_answer_line(text: str) -> str | None:
+    last = None
+    for last in _ANSWER_LINE.finditer(text):
+        pass
+    return None if last is None else _clean_answer(last.group(1))
+
+
+def _clean_answer(value: str) -> str | None:
+    """An answer read from prose: the first clause, no full stop, no enclosing `$...$`."""
     value = _CLAUSE_AFTER_ANSWER.split(value, maxsplit=1)[0]  # "18, not 16 or 20" -> "18"
     if value.endswith("."):
         value = value[:-1].rstrip()
@@ -164,6 +182,7 @@ EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "hash": _extract_hash,
     "boxed": _extract_boxed,
     "answer_is": _extract_answer_is,
+    "answer_line": _extract_answer_line,
 }
 # An extractor is a built-in name, or ("regex", pattern, "first" | "last"): the pattern's one group
 # at its first or last match.
@@ -212,6 +231,8 @@ def extract_answer(text: str, extractors: Sequence[Extractor] = DEFAULT_EXTRACTO
     "hash": the rest of the last line starting with `####` (whitespace and thousands commas
     stripped); "boxed": the content of the last `\\boxed{...}` (balanced braces, else None);
     "answer_is": what follows the last "the answer is" on its line, trailing period stripped;
+    "answer_line": the rest of the last line starting `Answer:` (also `**Answer:**`,
+    `Final answer:`), trailing period stripped;
     ("regex", pattern, "first" | "last"): the pattern's group at its first or last match.
     """
     if not isinstance(text, str):
@@ -419,10 +440,17 @@ def _numbers_equal(a: Any, b: Any, places: int) -> bool:
 _UNPARSEABLE_MARK = "\0unparseable:"
 
 
-@lru_cache(maxsize=65536)
-def _math_verdict(answer: str, reference: str, boxed: bool) -> bool | str:
+def _fast_path_applies(settings: MathSettings) -> bool:
+    """Whether `math_values.decide` gives math-verify's verdict under these settings: it knows
+    math-verify's default extraction and strict comparison only."""
+    return (settings.strict and not settings.allow_set_relation_comp and settings.numeric_precision >= 10
+            and settings.extraction == ("latex", "expr"))
+
+
+def math_verdict_uncached(answer: str, reference: str, boxed: bool, fast: bool = True) -> bool | str:
     """True/False, or a string starting with _UNPARSEABLE_MARK: one (answer, reference) pair's
-    verdict, memoised, since most of a prompt's samples share a handful of answers."""
+    verdict. `fast`: plain numbers and the common LaTeX shapes of `tasks/math_values` are decided
+    exactly without math-verify; off, math-verify decides every pair not written identically."""
     from math_verify import verify
 
     if answer.strip() == reference.strip():
@@ -430,6 +458,10 @@ def _math_verdict(answer: str, reference: str, boxed: bool) -> bool | str:
     a, b = _plain_number(answer), _plain_number(reference)
     if a is not None and b is not None:  # plain decimals: math-verify's rounded comparison, no sympy
         return _numbers_equal(a, b, _SETTINGS.float_rounding)
+    if fast and _fast_path_applies(_SETTINGS):
+        decided = decide(answer, reference, _SETTINGS.float_rounding)
+        if decided is not None:
+            return decided
     try:
         gold = _math_gold(reference)
         pred = _math_parse(answer, "answer", boxed)
@@ -442,6 +474,10 @@ def _math_verdict(answer: str, reference: str, boxed: bool) -> bool | str:
                            timeout_seconds=None, raise_on_error=True))
     except Exception as error:  # math-verify or sympy failed: not a judgement of the answer
         return f"{_UNPARSEABLE_MARK}math-verify failed: {type(error).__name__}"
+
+
+# memoised per process: most of a prompt's samples share a handful of answers
+_math_verdict = lru_cache(maxsize=65536)(math_verdict_uncached)
 
 
 def compare_math(answer: str, reference: str, source: str = "text") -> bool:

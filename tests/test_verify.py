@@ -139,9 +139,9 @@ def test_verify_batch_exact_labels_in_order() -> None:
     assert verdicts == [
         Verdict("correct", 1.0, "32", None),
         Verdict("incorrect", 0.0, "31", None),
-        Verdict("unparseable", None, None, "no final answer found (extractors: hash, boxed, answer_is)"),
+        Verdict("unparseable", None, None, "no final answer found (extractors: hash, boxed, answer_is, answer_line)"),
         Verdict("correct", 1.0, "032", None),
-        Verdict("unparseable", None, None, "no final answer found (extractors: hash, boxed, answer_is)"),
+        Verdict("unparseable", None, None, "no final answer found (extractors: hash, boxed, answer_is, answer_line)"),
         Verdict("correct", 1.0, "-0", None),
     ]
     from schemas.scores import LABELS  # here, not at the top: workers import this module
@@ -179,8 +179,8 @@ def test_pathological_exact_inputs() -> None:
         ("unparseable", "answer is not valid UTF-8"),
         ("unparseable", "answer contains U+FFFD (undecodable bytes in the text)"),
         ("unparseable", "answer longer than 1000 characters"),
-        ("unparseable", "no final answer found (extractors: hash, boxed, answer_is)"),
-        ("unparseable", "no final answer found (extractors: hash, boxed, answer_is)"),
+        ("unparseable", "no final answer found (extractors: hash, boxed, answer_is, answer_line)"),
+        ("unparseable", "no final answer found (extractors: hash, boxed, answer_is, answer_line)"),
         ("incorrect", None),
     ]
     assert got[0].extracted_answer == "3\ufffd"
@@ -283,7 +283,19 @@ def test_math_pathological_answers_end_within_the_bound(math_verifier: Verifier)
         ("unparseable", "answer longer than 1000 characters"),
         ("unparseable", "answer is not valid UTF-8"),
         ("unparseable", "answer contains U+FFFD (undecodable bytes in the text)"),
-        ("unparseable", "no final answer found (extractors: hash, boxed, answer_is)"),
+        ("unparseable", "no final answer found (extractors: hash, boxed, answer_is, answer_line)"),
         ("correct", None),
     ]
     assert elapsed < 6.0  # one 2 s timeout, a restart beside it
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("So she pays 48 dollars.\n**Answer:** 48\n\nLet me know if you have questions.", "48"),
+    ("Answer: 42.", "42"),
+    ("Final answer: $\\frac{3}{4}$", "\\frac{3}{4}"),
+    ("answer: 1\nwork...\nAnswer: 2", "2"),
+    ("The answers: none here", None),
+    ("My answer:", None),
+])
+def test_the_answer_line_extractor_reads_the_last_answer_line(text, answer):
+    assert extract_answer(text, ["answer_line"]) == answer

@@ -646,7 +646,7 @@ def test_non_finite_scores(call: Callable[[], Any], error: type[Exception], mess
 # ---------------------------------------------------------------- verifier (API)
 
 MEGA = 1_000_000
-NO_ANSWER = "no final answer found (extractors: hash, boxed, answer_is)"
+NO_ANSWER = "no final answer found (extractors: hash, boxed, answer_is, answer_line)"
 TOO_LONG = "answer longer than 1000 characters"
 # id: (text, reference, {mode: (label, detail or None)}); one entry for both modes when they agree
 VERIFIER_CASES: dict[str, tuple[str, str, dict[str, tuple[str, str | None]]]] = {

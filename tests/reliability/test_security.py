@@ -248,7 +248,7 @@ def test_math_verify_is_used_only_by_the_verifier_workers_functions() -> None:
         for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
             if any(heavy & set(imported(inner)) for inner in ast.walk(function)):
                 importers.setdefault(str(path.relative_to(PROJECT_ROOT)), set()).add(function.name)
-    assert importers == {"tasks/verify.py": {"_math_parse", "_math_verdict", "_extraction_configs",
+    assert importers == {"tasks/verify.py": {"_math_parse", "math_verdict_uncached", "_extraction_configs",
                                              "math_verify_answer", "warm_up_math"}}
     from tasks.verify import COMPARISON_MODES
 
