@@ -4,11 +4,11 @@ from pathlib import Path
 
 from tasks.lake import Lake
 from tests.conftest import run_cli
-from tests.test_lake import score_rows
+from tests.helpers import simple_score_rows
 
 
 def test_sql_prints_a_table(lake: Lake):
-    lake.write("scores", score_rows(4), iteration=0)
+    lake.write("scores", simple_score_rows(4), iteration=0)
     proc = run_cli("--lake", str(lake.root), "sql",
                    "SELECT scorer, count(*) AS n FROM scores GROUP BY scorer")
     assert proc.returncode == 0, proc.stderr
@@ -36,7 +36,7 @@ def test_missing_lake_is_named(tmp_path: Path):
 
 
 def test_stray_temp_file_is_reported_and_ignored(lake: Lake):
-    lake.write("scores", score_rows(2), iteration=0)
+    lake.write("scores", simple_score_rows(2), iteration=0)
     stray = lake.partition_dir("scores", 0) / ".abc.parquet.tmp-1234"
     stray.write_bytes(b"half a file")
     proc = run_cli("--lake", str(lake.root), "sql", "SELECT count(*) AS n FROM scores")
@@ -52,7 +52,7 @@ def test_no_subcommand_is_a_usage_error():
 
 
 def test_views_command_writes_file_used_from_another_directory(lake: Lake, tmp_path: Path):
-    lake.write("scores", score_rows(3), iteration=0)
+    lake.write("scores", simple_score_rows(3), iteration=0)
     proc = run_cli("--lake", str(lake.root), "views")
     assert proc.returncode == 0, proc.stderr
     views = Path(proc.stdout.strip())
@@ -68,7 +68,7 @@ def test_interactive_shell_reads_statements_from_stdin(lake: Lake):
     import os
     import subprocess
     from tests.conftest import PROJECT_ROOT
-    lake.write("scores", score_rows(5), iteration=0)
+    lake.write("scores", simple_score_rows(5), iteration=0)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     assert shutil.which("duckdb", path=env["PATH"])

@@ -8,7 +8,7 @@ import pytest
 from schemas.policy import PRESETS, KeepCorrect, PrlWeights, ScoreRef, SelectionPolicy, policy_hash
 from tasks.export import export_dpo_pairs, export_sft
 from tasks.select import select
-from tests.test_select import WORLD, build, cid, pid
+from tests.helpers import WORLD, build, cid, pid
 
 
 def _sorted_by_prompt(*names: str) -> list[str]:

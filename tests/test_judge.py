@@ -2,72 +2,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 
 import pytest
 
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks.generate import Completion
 from tasks.judge import (
     GenerativeJudge, JudgeError, JudgeRequest, JudgeResult, OracleJudge, judge_prompt, neutralise,
     parse_verdict, retry_seed,
 )
-
-B1, B2 = "\\boxed{1}", "\\boxed{2}"
-
-
-# -- fakes shared with test_tournament ------------------------------------------------------------
-class ScriptedBackend:
-    """A GenerationBackend whose outputs come from `script(prompt, seed, call_number)`, recording calls."""
-
-    name = "scripted"
-
-    def __init__(self, script: Callable[[str, int, int], str]) -> None:
-        self.script = script
-        self.calls: list[tuple[list[str], SamplingConfig, list[int]]] = []
-
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
-                 seeds: Sequence[int]) -> list[list[Completion]]:
-        call = len(self.calls)
-        self.calls.append((list(prompts), sampling, list(seeds)))
-        return [[Completion(self.script(p, s, call), [], None, None, "stop")] * sampling.n
-                for p, s in zip(prompts, seeds)]
-
-    def close(self) -> None:
-        pass
-
-
-def canned(*per_call: list[str]) -> ScriptedBackend:
-    """A backend answering call c with per_call[c], in prompt order."""
-    position: dict[int, int] = {}
-
-    def script(prompt: str, seed: int, call: int) -> str:
-        index = position.get(call, 0)
-        position[call] = index + 1
-        return per_call[call][index]
-
-    return ScriptedBackend(script)
-
-
-def blocks(prompt: str) -> tuple[str, str, str]:
-    """(query, response 1, response 2) read back from a judge prompt by its delimiters."""
-    found = []
-    for name in ("QUERY", "RESPONSE 1", "RESPONSE 2"):
-        match = re.search(f"<<<{name}>>>\n(.*?)\n<<<END {name}>>>", prompt, re.DOTALL)
-        assert match is not None, name
-        found.append(match.group(1))
-    return found[0], found[1], found[2]
-
-
-def prefers(marker: str) -> ScriptedBackend:
-    """A judge model that quotes both responses, then picks the one containing `marker` (else 1)."""
-
-    def script(prompt: str, seed: int, call: int) -> str:
-        _, first, second = blocks(prompt)
-        verdict = 2 if marker in second and marker not in first else 1
-        return f"Response 1 says:\n{first}\nResponse 2 says:\n{second}\nVerdict:\n\\boxed{{{verdict}}}"
-
-    return ScriptedBackend(script)
+from tests.helpers import B1, B2, ScriptedBackend, blocks, canned, prefers
 
 
 # -- parse_verdict --------------------------------------------------------------------------------

@@ -13,19 +13,11 @@ from tasks import ids
 from tasks.lake import DuplicateKeyError, Lake, LakeError
 from tasks.sql import connect, write_views_file
 from tests.conftest import PROJECT_ROOT
-
-
-def score_rows(n: int, iteration: int = 0, scorer: str = "verifier") -> list[dict]:
-    return [
-        dict(candidate_id=f"c{i}", prompt_id=f"p{i % 3}", iteration=iteration, scorer=scorer,
-             scorer_version="1", value=float(i % 2), label="correct" if i % 2 else "incorrect",
-             extracted_answer=str(i), step_scores=[1.0, float(i % 2)], detail=None)
-        for i in range(n)
-    ]
+from tests.helpers import simple_score_rows
 
 
 def test_write_then_read_roundtrip(lake: Lake):
-    path = lake.write("scores", score_rows(5, iteration=2), iteration=2)
+    path = lake.write("scores", simple_score_rows(5, iteration=2), iteration=2)
     assert path.parent == lake.root / "scores" / "iteration=2"
     assert path.suffix == ".parquet"
     back = lake.read("scores")
@@ -36,7 +28,7 @@ def test_write_then_read_roundtrip(lake: Lake):
 
 def test_shard_carries_metadata_and_zstd(lake: Lake):
     import pyarrow.parquet as pq
-    path = lake.write("scores", score_rows(3), iteration=0, metadata={"scorer_version": "v7"})
+    path = lake.write("scores", simple_score_rows(3), iteration=0, metadata={"scorer_version": "v7"})
     meta = lake.file_metadata(path)
     assert meta["schema_version"] == "1"
     assert meta["table"] == "scores"
@@ -46,15 +38,15 @@ def test_shard_carries_metadata_and_zstd(lake: Lake):
 
 
 def test_same_rows_write_the_same_shard_name(lake: Lake):
-    first = lake.write("scores", score_rows(4), iteration=0)
-    second = lake.write("scores", list(reversed(score_rows(4))), iteration=0)
+    first = lake.write("scores", simple_score_rows(4), iteration=0)
+    second = lake.write("scores", list(reversed(simple_score_rows(4))), iteration=0)
     assert first == second
     assert lake.read("scores").num_rows == 4
 
 
 def test_a_key_already_in_the_partition_is_refused_naming_table_and_key(lake: Lake):
-    lake.write("scores", score_rows(4), iteration=0, shard="first")
-    overlapping = score_rows(6)[3:]  # c3 is already in shard "first"
+    lake.write("scores", simple_score_rows(4), iteration=0, shard="first")
+    overlapping = simple_score_rows(6)[3:]  # c3 is already in shard "first"
     with pytest.raises(DuplicateKeyError) as error:
         lake.write("scores", overlapping, iteration=0, shard="second")
     message = str(error.value)
@@ -65,20 +57,20 @@ def test_a_key_already_in_the_partition_is_refused_naming_table_and_key(lake: La
 
 
 def test_the_same_key_in_another_partition_or_for_another_scorer_is_allowed(lake: Lake):
-    lake.write("scores", score_rows(3), iteration=0, shard="a")
-    lake.write("scores", score_rows(3, iteration=1), iteration=1, shard="a")
-    lake.write("scores", score_rows(3, scorer="step_verifier"), iteration=0, shard="b")
+    lake.write("scores", simple_score_rows(3), iteration=0, shard="a")
+    lake.write("scores", simple_score_rows(3, iteration=1), iteration=1, shard="a")
+    lake.write("scores", simple_score_rows(3, scorer="step_verifier"), iteration=0, shard="b")
     assert lake.read("scores").num_rows == 9
 
 
 def test_rewriting_a_shard_under_its_own_name_replaces_it(lake: Lake):
-    lake.write("scores", score_rows(3), iteration=0, shard="same")
-    lake.write("scores", score_rows(4), iteration=0, shard="same")
+    lake.write("scores", simple_score_rows(3), iteration=0, shard="same")
+    lake.write("scores", simple_score_rows(4), iteration=0, shard="same")
     assert lake.read("scores").num_rows == 4
 
 
 def test_rows_repeating_a_key_within_one_write_are_refused(lake: Lake):
-    rows = score_rows(3) + score_rows(2)
+    rows = simple_score_rows(3) + simple_score_rows(2)
     with pytest.raises(DuplicateKeyError, match="more than once"):
         lake.write("scores", rows, iteration=0)
     assert lake.shards("scores") == []
@@ -97,7 +89,7 @@ def test_null_key_parts_compare_equal(lake: Lake):
 
 
 def test_wrong_schema_writes_nothing(lake: Lake):
-    rows = score_rows(2)
+    rows = simple_score_rows(2)
     rows[1]["value"] = "high"
     with pytest.raises(SchemaError, match="column 'value'"):
         lake.write("scores", rows, iteration=0)
@@ -106,13 +98,13 @@ def test_wrong_schema_writes_nothing(lake: Lake):
 
 def test_rows_of_another_iteration_are_refused(lake: Lake):
     with pytest.raises(SchemaError, match="iteration"):
-        lake.write("scores", score_rows(2, iteration=1), iteration=0)
+        lake.write("scores", simple_score_rows(2, iteration=1), iteration=0)
     assert lake.shards("scores") == []
 
 
 def test_unknown_table_is_refused(lake: Lake):
     with pytest.raises(SchemaError, match="unknown table 'bogus'"):
-        lake.write("bogus", score_rows(1), iteration=0)
+        lake.write("bogus", simple_score_rows(1), iteration=0)
 
 
 def test_unwritable_lake_gives_one_line_error(tmp_path: Path):
@@ -120,13 +112,13 @@ def test_unwritable_lake_gives_one_line_error(tmp_path: Path):
     blocker.write_text("not a directory")
     lake = Lake(blocker / "lake")
     with pytest.raises(LakeError, match="cannot create"):
-        lake.write("scores", score_rows(1), iteration=0)
+        lake.write("scores", simple_score_rows(1), iteration=0)
 
 
 def test_read_only_filesystem_gives_one_line_error():
     lake = Lake("/proc/flywheel-lake")
     with pytest.raises(LakeError, match="cannot create /proc/flywheel-lake"):
-        lake.write("scores", score_rows(1), iteration=0)
+        lake.write("scores", simple_score_rows(1), iteration=0)
 
 
 def test_crash_between_write_and_rename_leaves_nothing_visible(lake: Lake):
@@ -135,9 +127,9 @@ def test_crash_between_write_and_rename_leaves_nothing_visible(lake: Lake):
         import os, sys
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
         from tasks.lake import Lake
-        from tests.test_lake import score_rows
+        from tests.helpers import simple_score_rows
         os.replace = lambda *a, **k: os._exit(9)   # die exactly at the rename
-        Lake({str(lake.root)!r}).write("scores", score_rows(10), iteration=0)
+        Lake({str(lake.root)!r}).write("scores", simple_score_rows(10), iteration=0)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
@@ -154,14 +146,14 @@ def test_failed_write_removes_its_temp_file(lake: Lake, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(LakeError, match="No space left on device"):
-        lake.write("scores", score_rows(3), iteration=0)
+        lake.write("scores", simple_score_rows(3), iteration=0)
     assert lake.stray_files() == []
     assert lake.shards("scores") == []
 
 
 def test_existing_keys_for_resume(lake: Lake):
-    lake.write("scores", score_rows(3), iteration=0)
-    lake.write("scores", score_rows(2, iteration=1, scorer="orm"), iteration=1)
+    lake.write("scores", simple_score_rows(3), iteration=0)
+    lake.write("scores", simple_score_rows(2, iteration=1, scorer="orm"), iteration=1)
     assert lake.existing_keys("scores") == {
         ("c0", "verifier"), ("c1", "verifier"), ("c2", "verifier"), ("c0", "orm"), ("c1", "orm")}
     assert lake.existing_keys("scores", iteration=1, columns=["candidate_id"]) == {("c0",), ("c1",)}
@@ -185,7 +177,7 @@ def test_ids_are_deterministic_and_distinct():
 
 
 def test_views_work_from_another_working_directory(lake: Lake, tmp_path: Path):
-    lake.write("scores", score_rows(6), iteration=0)
+    lake.write("scores", simple_score_rows(6), iteration=0)
     views = write_views_file(lake)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -209,7 +201,7 @@ def test_empty_tables_have_typed_views(lake: Lake):
 
 
 def test_solve_rate_and_yield_views(lake: Lake):
-    lake.write("scores", score_rows(6), iteration=0)
+    lake.write("scores", simple_score_rows(6), iteration=0)
     con = connect(lake)
     rates = dict(con.sql("SELECT prompt_id, solve_rate FROM prompt_solve_rate").fetchall())
     # p0: c0,c3 -> 1 of 2 correct; p1: c1,c4 -> 1 of 2; p2: c2,c5 -> 1 of 2

@@ -12,115 +12,11 @@ from schemas.policy import (
     PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Threshold,
     TopK, canonical, policy_from_dict, policy_from_yaml, policy_hash, read_policy,
 )
-from tasks import ids
 from tasks.lake import Lake
 from tasks.select import apply_policy, score_column, scored_candidates, select
-
-MODEL, SAMPLING, SOURCE = "model-0", "sampling-0", "test"
-SCORERS = ("verifier", "step_verifier", "orm", "prm", "prl")
-
-
-def c(text, label, answer, orm, prm, prl, prl_steps, sv):
-    """One candidate spec: its text and every scorer's verdict."""
-    return dict(text=text, label=label, answer=answer, orm=orm, prm=prm, prl=prl,
-                prl_steps=prl_steps, sv=sv)
-
-
-# problem -> (reference answer, candidates in sample_index order)
-WORLD = {
-    "a": ("1", [
-        c("x=1\n#### 1", "correct", "1", 0.2, [0.9, 0.8], 0.5, [0.1, 0.4], 1.0),
-        c("X=1  \n####  1", "correct", "1", 0.9, [0.95, 0.3], 1.5, [0.2, 0.2], 0.0),
-        c("x=2\n#### 2", "incorrect", "2", 0.9, [0.5, 0.6], -1.0, [-0.5, -1.0], 0.0),
-        c("x=1\n#### 1", "correct", "1", 0.5, [0.7, 0.9], 0.5, [0.3, 0.5], 1.0),
-    ]),
-    "b": ("2", [
-        c("b0", "correct", "2", 0.1, [0.6], 0.0, [0.0], 1.0),
-        c("b1", "correct", "2", 0.3, [], 0.0, [0.0], 0.0),
-    ]),
-    "c": ("3", [
-        c("c0", "incorrect", "4", 0.4, [0.2], 0.0, [0.0], 0.0),
-        c("c1", "unparseable", None, 0.4, [0.1], 0.0, [0.0], 0.0),
-    ]),
-    "d": (None, [
-        c("d0", None, None, 0.5, [0.5], 0.0, [0.0], 0.0),
-        c("d1", None, "3", 0.1, [0.5], 0.0, [0.0], 0.0),
-        c("d2", None, "4", 0.4, [0.5], 0.0, [0.0], 0.0),
-        c("d3", None, " 04", 0.4, [0.5], 0.0, [0.0], 0.0),
-        c("d4", None, "3", 0.1, [0.5], 0.0, [0.0], 0.0),
-    ]),
-}
-
-
-# a fifth prompt for the end-to-end pipeline: e3 is e0 after normalising
-EXTRA = {
-    "e": ("5", [
-        c("e0", "correct", "5", 0.3, [0.4], 0.0, [0.0], 1.0),
-        c("e1", "incorrect", "6", 0.8, [0.9], 0.0, [0.0], 0.0),
-        c("e2", "correct", "5", 0.3, [0.4], 0.0, [0.0], 1.0),
-        c("E0 ", "correct", "5", 0.7, [0.6], 0.0, [0.0], 0.0),
-    ]),
-}
-
-
-def pid(problem: str) -> str:
-    return ids.prompt_id(SOURCE, problem)
-
-
-def cid(problem: str, index: int) -> str:
-    return ids.candidate_id(pid(problem), MODEL, SAMPLING, index)
-
-
-def name_of() -> dict[str, str]:
-    """candidate_id -> 'a1' style names, for readable assertions."""
-    return {cid(p, i): f"{p}{i}" for p, (_, cands) in {**WORLD, **EXTRA}.items()
-            for i in range(len(cands))}
-
-
-def score_rows(problem, index, spec, iteration, skip=()):
-    base = dict(candidate_id=cid(problem, index), prompt_id=pid(problem), iteration=iteration,
-                scorer_version="1", detail=None)
-    label = spec["label"]
-    verdict = {"correct": 1.0, "incorrect": 0.0}.get(label)  # unparseable/None: no value
-    verdicts = {
-        "verifier": dict(value=verdict,
-                         label=label, extracted_answer=spec["answer"], step_scores=None),
-        "step_verifier": dict(value=spec["sv"], label=None, extracted_answer=None,
-                              step_scores=None),
-        "orm": dict(value=spec["orm"], label=None, extracted_answer=None, step_scores=None),
-        "prm": dict(value=None, label=None, extracted_answer=None, step_scores=spec["prm"]),
-        "prl": dict(value=spec["prl"], label=None, extracted_answer=None,
-                    step_scores=spec["prl_steps"]),
-    }
-    return {s: {**base, "scorer": s, **v} for s, v in verdicts.items() if s not in skip}
-
-
-def build(lake: Lake, world: dict, iteration: int = 0, skip: dict | None = None, tag: str = "") -> None:
-    """Write prompts, candidates and scores; each scorer in its own shard, rows reversed, so
-    only joining by id can line them up."""
-    skip = skip or {}
-    prompts, cands, scores = [], [], {s: [] for s in SCORERS}
-    for problem, (reference, specs) in world.items():
-        prompts.append(dict(prompt_id=pid(problem), iteration=iteration, source=SOURCE,
-                            split="train", problem=problem, reference_answer=reference,
-                            metadata=None))
-        for index, spec in enumerate(specs):
-            cands.append(dict(
-                candidate_id=cid(problem, index), prompt_id=pid(problem), model_id=MODEL,
-                iteration=iteration, sampling_hash=SAMPLING, sample_index=index,
-                text=spec["text"], steps=spec["text"].split("\n"), num_tokens=len(spec["text"]),
-                finish_reason="stop", cumulative_logprob=None, token_ids=None,
-                token_logprobs=None, step_token_ends=None))
-            for scorer, row in score_rows(problem, index, spec, iteration,
-                                          skip.get((problem, index), ())).items():
-                scores[scorer].append(row)
-    lake.write("prompts", prompts, iteration)
-    lake.write("candidates", cands[::-1], iteration)
-    for scorer, rows in scores.items():
-        if rows:
-            lake.write("scores", rows[::-1], iteration, shard=f"scores-{scorer}{tag}")
-
-
+from tests.helpers import (
+    EXTRA, SCORERS, WORLD, build, c, cid, name_of, pid, score_rows,
+)
 
 @pytest.fixture
 def frame(lake: Lake) -> pa.Table:

@@ -14,7 +14,7 @@ from tasks.tournament import (
     TournamentError, comparison_rows, comparisons_needed, elo_ratings, judge_score_rows,
     knockout, knockout_rounds, round_robin_elo,
 )
-from tests.test_judge import B1, canned, prefers
+from tests.helpers import B1, canned, prefers
 
 SIZES = (1, 2, 3, 5, 8, 16)
 ROUNDS = {1: 0, 2: 1, 3: 2, 5: 3, 8: 3, 16: 4}  # ⌈log2 n⌉
