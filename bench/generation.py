@@ -39,13 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig  # noqa: E402
-from tasks.demo_task import make_splits  # noqa: E402
-from tasks.generate import (  # noqa: E402
+from tasks.generation.generate import (  # noqa: E402
     HFBackend, VLLMBackend, format_prompt, generate_candidates, model_id_for, request_seed,
 )
-from tasks.lake import Lake  # noqa: E402
-from tasks.prompts import demo_prompt_rows  # noqa: E402
-from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer  # noqa: E402
+from tasks.prompts.demo_task import make_splits  # noqa: E402
+from tasks.lake.store import Lake  # noqa: E402
+from tasks.prompts.sources import demo_prompt_rows  # noqa: E402
+from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer  # noqa: E402
 
 DEMO_MODEL = ROOT / "data" / "models" / "base"
 QUICK_BIG_SHAPE = "128,2,4,256"  # head_dim 32, about 0.4M parameters

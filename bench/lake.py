@@ -21,9 +21,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tasks.lake as lake_module  # noqa: E402
-from tasks.lake import Lake  # noqa: E402
-from tasks.sql import connect  # noqa: E402
+import tasks.lake.store as lake_module  # noqa: E402
+from tasks.lake.sql import connect  # noqa: E402
+from tasks.lake.store import Lake  # noqa: E402
 
 SUMMARY_SQL = [
     "SELECT * FROM table_rows ORDER BY table_name, iteration",

@@ -34,11 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.demo_task import ChainConfig, apply, generate_problems  # noqa: E402
-from tasks.step_verify import step_labels  # noqa: E402
-import tasks.verify as verify_module  # noqa: E402
+from tasks.prompts.demo_task import ChainConfig, apply, generate_problems  # noqa: E402
+from tasks.scoring.step_verify import step_labels  # noqa: E402
+import tasks.scoring.verify as verify_module  # noqa: E402
 from bench.answer_outputs import gsm8k_style, math_style  # noqa: E402
-from tasks.verify import Verifier, VerifyItem, verify_batch  # noqa: E402
+from tasks.scoring.verify import Verifier, VerifyItem, verify_batch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def bench_reward_models(base: Path, cases: list[Case], count: int) -> list[Row]:
     """ORM and PRM scoring throughput over `count` demo completions (model load excluded)."""
     import tempfile
 
-    from tasks.reward_model import ORMScorer, PRMScorer
+    from tasks.scoring.reward_model import ORMScorer, PRMScorer
 
     candidates = [{"candidate_id": f"c{i}", "prompt_id": f"p{i // 8}", "iteration": 0, "problem": case.problem,
                    "text": case.item.text} for i, case in enumerate(cases[:count])]
@@ -252,8 +252,8 @@ def bench_reward_models(base: Path, cases: list[Case], count: int) -> list[Row]:
 
 def bench_tournaments(sizes: tuple[int, ...] = (8, 16, 32), votes: tuple[int, ...] = (1, 3)) -> list[str]:
     """Lines of a table: comparisons and judge calls per method, n and k (verifier-backed judge)."""
-    from tasks.judge import OracleJudge
-    from tasks.tournament import knockout, round_robin_elo
+    from tasks.scoring.judge import OracleJudge
+    from tasks.scoring.tournament import knockout, round_robin_elo
 
     lines = [f"{'tournament':<10} {'n':>3} {'k':>2} {'comparisons':>12} {'judge calls':>12} {'winner correct':>15}"]
     for n in sizes:

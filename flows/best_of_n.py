@@ -3,7 +3,7 @@
     prompts of a split ─ sample N per prompt (policy; resumes)
       ─ score: ORM, PRM (the methods' signals), rule verifier (reporting only, where references exist)
       ─ judge tournaments: knockout, round-robin ELO (the policy or another model as pairwise judge)
-      ─ pick one candidate per prompt by every method (tasks/best_of_n.py)
+      ─ pick one candidate per prompt by every method (tasks/selection/best_of_n.py)
       ─ picks table; accuracy per method with its cost, data/reports/<run>/best_of_n.{md,json}
 
 Every stage resumes through the lake (candidates, scores and judge scores by id), so a rerun starts
@@ -26,22 +26,22 @@ from flows.report import reports_dir_for
 from flows.reward_models import split_prompts
 from schemas.best_of_n import METHOD_NAMES, BestOfNConfig
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks import ids
-from tasks.best_of_n import (
+from tasks.lake import ids
+from tasks.selection.best_of_n import (
     JUDGE_SCORERS, METHOD_NEEDS, CountingBackend, EngineCost, PromptCostJudge, SamplingCost,
     Signals, method_work, pick_all, render_table, summarise_picks,
 )
-from tasks.evaluate import score_map
-from tasks.generate import (GenerationBackend, LazyBackend, check_model_folder, generate_candidates,
+from tasks.evaluation.evaluate import score_map
+from tasks.generation.generate import (GenerationBackend, LazyBackend, check_model_folder, generate_candidates,
                             generation_hash, model_id_for)
-from tasks.judge import GenerativeJudge, JudgeRequest
-from tasks.judge_stage import judge_candidates
-from tasks.lake import Lake
-from tasks.metrics import avg_at_n, pass_at_n
-from tasks.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer, check_reward_model_folder
-from tasks.score import VerifierScorer, load_candidates, score_candidates
-from tasks.sql import connect
-from tasks.verify import CORRECT, extract_answer
+from tasks.evaluation.metrics import avg_at_n, pass_at_n
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.scoring.judge import GenerativeJudge, JudgeRequest
+from tasks.scoring.judge_stage import judge_candidates
+from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer, check_reward_model_folder
+from tasks.scoring.score import VerifierScorer, load_candidates, score_candidates
+from tasks.scoring.verify import CORRECT, extract_answer
 
 JUDGE_NAME = "judge"
 

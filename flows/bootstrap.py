@@ -20,15 +20,15 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.bootstrap import BootstrapConfig
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
-from tasks import ids
-from tasks.demo_task import PROMPT_TEMPLATE, ChainConfig, make_splits
-from tasks.finetune import Example, TrainConfig, train, write_model_card
-from tasks.generate import HFBackend
-from tasks.lake import Lake
-from tasks.metrics import pass_at_k
-from tasks.prompts import demo_prompt_rows, write_prompts
-from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
-from tasks.verify import extract_answer
+from tasks.evaluation.metrics import pass_at_k
+from tasks.generation.generate import HFBackend
+from tasks.lake import ids
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import PROMPT_TEMPLATE, ChainConfig, make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
+from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer
+from tasks.scoring.verify import extract_answer
+from tasks.training.finetune import Example, TrainConfig, train, write_model_card
 
 logger = logging.getLogger("flywheel.bootstrap")
 

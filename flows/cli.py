@@ -16,15 +16,15 @@ import duckdb
 
 from flows.errors import StageFailed
 from schemas import SchemaError
-from tasks.generate import GenerationError
-from tasks.judge import JudgeError
-from tasks.lake import Lake, LakeError, default_lake_root
-from tasks.lock import LockBusy
-from tasks.progress import progress_enabled
-from tasks.reaper import watch_this_process
-from tasks.ref_logprobs import ReferenceModelError
-from tasks.reward_model import RewardModelError
-from tasks.sql import connect, write_views_file
+from tasks.generation.generate import GenerationError
+from tasks.generation.ref_logprobs import ReferenceModelError
+from tasks.lake.lock import LockBusy
+from tasks.lake.sql import connect, write_views_file
+from tasks.lake.store import Lake, LakeError, default_lake_root
+from tasks.runtime.progress import progress_enabled
+from tasks.runtime.reaper import watch_this_process
+from tasks.scoring.judge import JudgeError
+from tasks.scoring.reward_model import RewardModelError
 
 # Errors that are the user's input, reported as one line with a non-zero exit.
 USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.Error, ValueError,
@@ -102,8 +102,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Sample candidates from a model for the prompts of one split."""
     from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
-    from tasks.generate import LazyBackend, generate_candidates, model_id_for
-    from tasks.sql import connect
+    from tasks.generation.generate import LazyBackend, generate_candidates, model_id_for
+    from tasks.lake.sql import connect
 
     sampling = SamplingConfig(n=args.n, temperature=args.temperature, max_tokens=args.max_tokens,
                               seed=args.seed)
@@ -131,21 +131,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _score_with_engine(args: argparse.Namespace, lake: Lake, candidates: list[dict]) -> dict:
     """math_shepherd and judge: scorers that sample from a model through a generation engine."""
     from schemas.generation import EngineConfig, SamplingConfig
-    from tasks.generate import LazyBackend, model_id_for
+    from tasks.generation.generate import LazyBackend, model_id_for
 
     engine = LazyBackend(args.model, EngineConfig(backend=args.backend))
     try:
         if args.scorer == "judge":
-            from tasks.judge import GenerativeJudge
-            from tasks.judge_stage import judge_candidates
+            from tasks.scoring.judge import GenerativeJudge
+            from tasks.scoring.judge_stage import judge_candidates
 
             sampling = SamplingConfig(n=1, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
             judge = GenerativeJudge(engine, sampling, max_attempts=args.attempts)
             report = judge_candidates(lake, judge, candidates, args.iteration, method=args.method,
                                       votes_k=args.votes, seed=args.seed, judge_version=model_id_for(args.model))
             return {**report.__dict__, "engine_calls": judge.calls}
-        from tasks.math_shepherd import MathShepherdScorer
-        from tasks.score import score_candidates
+        from tasks.scoring.math_shepherd import MathShepherdScorer
+        from tasks.scoring.score import score_candidates
 
         sampling = SamplingConfig(n=args.rollouts, temperature=args.temperature, max_tokens=args.max_tokens,
                                   seed=args.seed)
@@ -160,7 +160,7 @@ def _score_with_engine(args: argparse.Namespace, lake: Lake, candidates: list[di
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Run one scorer over an iteration's candidates (resuming)."""
-    from tasks.score import load_candidates, make_scorer, score_candidates
+    from tasks.scoring.score import load_candidates, make_scorer, score_candidates
 
     lake = Lake(args.lake)
     lake.require_exists()
@@ -174,7 +174,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise CommandError("scorer 'prl' needs --reference (the base model folder)")
         options = {"lake": lake, "iteration": args.iteration, "reference_path": args.reference, "eta": args.eta}
     if args.scorer in ("orm", "prm"):
-        from tasks.reward_model import ORM_KIND, PRM_KIND, check_reward_model_folder
+        from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, check_reward_model_folder
 
         check_reward_model_folder(args.model, ORM_KIND if args.scorer == "orm" else PRM_KIND)
         options = {"model_path": args.model}
@@ -272,7 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_prompts(args: argparse.Namespace) -> int:
     """Load prompt sources (YAML PromptSourceConfig files) into the prompts table."""
     from schemas.prompt_source import PromptSourceConfig
-    from tasks.prompts import load_prompt_sources
+    from tasks.prompts.sources import load_prompt_sources
 
     lake = Lake(args.lake)
     configs = [PromptSourceConfig.from_yaml(path) for path in args.source]

@@ -17,8 +17,8 @@ from flows.iteration import run_iteration, summarise_round
 from flows.self_improve import should_stop
 from schemas.config import load_config
 from schemas.loop import LoopConfig
-from tasks.lake import Lake
-from tasks.sql import connect
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
 
 ConfigPath = Annotated[str, Field(min_length=1, description="a loop config YAML file (LoopConfig)")]
 Iteration = Annotated[int, Field(ge=0, description="the round to run: 0 starts from the base model")]

@@ -5,7 +5,7 @@ from prefect import flow
 
 from flows.iteration import ModelRef, evaluate_task
 from schemas.loop import LoopConfig
-from tasks.generate import LazyBackend, model_id_for
+from tasks.generation.generate import LazyBackend, model_id_for
 
 
 @flow(name="flywheel-evaluate", log_prints=True)

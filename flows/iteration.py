@@ -22,19 +22,19 @@ from prefect.cache_policies import NO_CACHE
 from flows.logs import run_logger
 from flows.errors import StageFailed
 from schemas.loop import LoopConfig, extractor_specs
-from schemas.policy import policy_hash
-from tasks.evaluate import EVAL_SPLIT, eval_hash, evaluate_model
-from tasks.finetune import finetune_on_selection
-from tasks.generate import LazyBackend, generate_candidates, generation_chunks, generation_hash, model_id_for
-from tasks.lake import Lake
-from tasks.lock import iteration_lock
-from tasks.progress import progress_bar
-from tasks.runners import group_units, run_shards
-from tasks.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, prompt_chunks,
+from tasks.evaluation.evaluate import EVAL_SPLIT, eval_hash, evaluate_model
+from tasks.generation.generate import LazyBackend, generate_candidates, generation_chunks, generation_hash, model_id_for
+from tasks.lake.lock import iteration_lock
+from tasks.lake.store import Lake
+from tasks.runtime.progress import progress_bar
+from tasks.runtime.runners import group_units, run_shards
+from tasks.scoring.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, prompt_chunks,
                          score_candidates)
-from tasks.select import select
-from tasks.verify import MathSettings
-from tasks.sql import connect
+from tasks.selection.select import policy_hash
+from tasks.training.finetune import finetune_on_selection
+from tasks.lake.sql import connect
+from tasks.scoring.verify import MathSettings
+from tasks.selection.select import select
 
 
 

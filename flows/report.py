@@ -6,9 +6,9 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.lake import Lake
-from tasks.report import write_report
-from tasks.sql import connect
+from tasks.evaluation.report import write_report
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
 
 
 def reports_dir_for(lake_root: str) -> Path:

@@ -24,18 +24,18 @@ from prefect.cache_policies import NO_CACHE
 from flows.logs import run_logger
 from flows.report import reports_dir_for
 from schemas.reward_models import RewardModelsConfig
-from tasks.evaluate import EVAL_SPLIT, score_map
-from tasks.generate import LazyBackend, check_model_folder, format_prompt, generate_candidates, generation_hash
-from tasks.generate import model_id_for
-from tasks.lake import Lake
-from tasks.math_shepherd import MathShepherdScorer
-from tasks.ids import content_hash
-from tasks.metrics import metric_rows
-from tasks.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
-from tasks.reward_train import RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
-from tasks.rm_eval import answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc, summarise
-from tasks.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
-from tasks.sql import connect
+from tasks.evaluation.evaluate import EVAL_SPLIT, score_map
+from tasks.evaluation.metrics import metric_rows
+from tasks.evaluation.rm_eval import answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc, summarise
+from tasks.generation.generate import LazyBackend, check_model_folder, format_prompt, generate_candidates, generation_hash
+from tasks.generation.generate import model_id_for
+from tasks.lake.ids import content_hash
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.scoring.math_shepherd import MathShepherdScorer
+from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
+from tasks.scoring.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
+from tasks.training.reward_train import RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
 
 BENCHMARK = "demo-arith"
 

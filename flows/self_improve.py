@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 from flows.bootstrap import bootstrap_flow
 from flows.iteration import RoundResult, run_iteration, summarise_round
 from schemas.loop import LoopConfig
-from tasks.lake import Lake
-from tasks.prompts import load_prompt_sources
+from tasks.lake.store import Lake
+from tasks.prompts.sources import load_prompt_sources
 
 
 def should_stop(config: LoopConfig, previous: float | None, current: float | None) -> bool:

@@ -1,4 +1,6 @@
-"""The single source of table and column names: one module per lake table."""
+"""The single source of table and column names (one module per lake table: prompts, candidates,
+scores, comparisons, selections, models, evals, picks) and the typed run configs (loop, generation,
+policy, bootstrap, best-of-N, reward models, prompt sources, runner). Imports nothing from tasks/."""
 from schemas import candidates, comparisons, evals, models, picks, prompts, scores, selections
 from schemas.base import SchemaError, TableSpec
 

@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
 
-# Every reference-free pick method, in report order (tasks/best_of_n.py implements each one).
+# Every reference-free pick method, in report order (tasks/selection/best_of_n.py implements each one).
 METHOD_NAMES = ("orm", "prm_min", "prm_last", "prm_product", "prm_mean", "majority",
                 "weighted_majority", "knockout", "elo")
 MethodName = Literal["orm", "prm_min", "prm_last", "prm_product", "prm_mean", "majority",

@@ -4,7 +4,7 @@ Key: (prompt_id, a_id, b_id, judge, judge_version, tournament, votes_k, seed, vo
 
 A row is one vote of one tournament, and the key names every input that changes it:
 - `judge_version` is the judge model's id plus a hash of the judge's settings (prompt template,
-  sampling, attempts, prompt format; `tasks.judge.stored_judge_version`): another judge model,
+  sampling, attempts, prompt format; `tasks.scoring.judge.stored_judge_version`): another judge model,
   temperature or template is another judgment, never a reuse of this one;
 - `seed` is the tournament seed the vote's engine seed and the knockout draw derive from, and
   `votes_k` the number of votes per pair (voting@k): two knockouts that differ only in seed or k

@@ -1,6 +1,7 @@
 """The self-improvement loop's config: one validated pydantic model, one YAML file."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +24,19 @@ class GenerationStage(Strict):
     prompts_per_round: int | None = Field(None, ge=1)  # None: every train prompt each round
 
 
+def check_regex(pattern: str) -> re.Pattern[str]:
+    """The compiled pattern; ValueError in one line when it does not compile or has not exactly
+    one capturing group."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"answer regex {pattern!r} does not compile: {error}") from None
+    if compiled.groups != 1:
+        raise ValueError(f"answer regex {pattern!r} must have exactly one capturing group "
+                         f"(it has {compiled.groups})")
+    return compiled
+
+
 class RegexExtractor(Strict):
     """A user-defined answer extractor: the one capturing group of `regex` at its first or last
     match, e.g. `{regex: '(?m)^A:\\s*(.+)$'}` for an answer on a line starting with `A:`."""
@@ -33,8 +47,6 @@ class RegexExtractor(Strict):
     @field_validator("regex")
     @classmethod
     def _compiles_with_one_group(cls, value: str) -> str:
-        from tasks.verify import check_regex  # plain function, no tasks state
-
         check_regex(value)
         return value
 
@@ -80,8 +92,6 @@ class ScoringStage(Strict):
         out: list[object] = []
         for entry in value:
             if isinstance(entry, dict):
-                from tasks.verify import check_regex
-
                 unknown = set(entry) - {"regex", "occurrence"}
                 if unknown or "regex" not in entry:
                     raise ValueError(f"a regex extractor has keys regex and occurrence, got {sorted(entry)}")

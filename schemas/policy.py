@@ -3,7 +3,7 @@
 A policy is a name and a list of steps applied in order to one iteration's scored candidates:
 filters drop candidates or whole prompts, ranking steps reorder each prompt's survivors best first,
 truncation keeps the first m. Steps are a discriminated union on `kind`; unknown keys are errors.
-`tasks.select` holds what each step does; this module only says what a policy is.
+`tasks.selection.select` holds what each step does; this module only says what a policy is.
 
     name: rft
     steps:
@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal, Mapping, Sequence, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks import ids
 
 Aggregate = Literal["min", "last", "product", "mean"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -149,7 +148,7 @@ class MajorityPseudoLabel(_Config):
     weighted by a score. `referenced` says what happens to prompts that have a reference answer:
     pass through untouched, drop, or vote like the others.
 
-    With `weight`, a sample's vote is the sigmoid of its score (`tasks.best_of_n.orm_vote_weight`,
+    With `weight`, a sample's vote is the sigmoid of its score (`tasks.selection.best_of_n.orm_vote_weight`,
     the weight best-of-N's weighted majority uses), in [0, 1]: an ORM logit may be any real
     number, negative included, and the sigmoid keeps the scores' order. A null score does not vote.
     """
@@ -242,10 +241,6 @@ def canonical(policy: SelectionPolicy) -> dict[str, Any]:
     """The policy as plain JSON data with every default written out (what the hash covers)."""
     return policy.model_dump(mode="json")
 
-
-def policy_hash(policy: SelectionPolicy) -> str:
-    """The policy's content id: equal configs hash equal, whatever their key order or defaults."""
-    return ids.policy_hash(canonical(policy))
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> SelectionPolicy:

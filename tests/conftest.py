@@ -14,7 +14,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import pytest  # noqa: E402
 
-from tasks.lake import Lake  # noqa: E402
+from tasks.lake.store import Lake  # noqa: E402
 from tests.model_fixtures import tiny_model_dir, vllm_backend  # noqa: F401  (session fixtures)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ class ArithmeticBackend:
 
     def generate(self, prompts, sampling, seeds):
         """`sampling.n` completions per prompt, written by `write`."""
-        from tasks.generate import Completion
+        from tasks.generation.generate import Completion
 
         out = []
         for prompt in prompts:

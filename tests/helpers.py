@@ -7,9 +7,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from schemas.generation import SamplingConfig
-from tasks import ids
-from tasks.generate import Completion
-from tasks.lake import Lake
+from tasks.generation.generate import Completion
+from tasks.lake import ids
+from tasks.lake.store import Lake
 
 
 # ---------------------------------------------------------------- simple rows

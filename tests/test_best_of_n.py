@@ -13,11 +13,11 @@ import pytest
 from schemas.best_of_n import METHOD_NAMES, BestOfNConfig
 from schemas.config import ConfigError, parse_config
 from schemas.generation import SamplingConfig
-from tasks.best_of_n import (
+from tasks.selection.best_of_n import (
     METHODS, CountingBackend, MissingScoreError, PromptCostJudge, SamplingCost, Signals, orm_vote_weight,
     pick_all, render_table, summarise_picks,
 )
-from tasks.generate import Completion
+from tasks.generation.generate import Completion
 from tests.conftest import run_cli
 
 
@@ -169,8 +169,8 @@ class VerdictBackend:
 
 
 def test_judge_cost_is_charged_to_each_prompt(lake) -> None:  # noqa: ANN001
-    from tasks.judge import GenerativeJudge
-    from tasks.judge_stage import judge_candidates
+    from tasks.scoring.judge import GenerativeJudge
+    from tasks.scoring.judge_stage import judge_candidates
 
     candidates = [{**c, "text": f"text of {c['candidate_id']}", "problem": "q"}
                   for c in table("p-a", A) + table("p-b", B)]
@@ -246,8 +246,8 @@ def test_cli_bad_config_key_is_one_line_and_exit_1(tmp_path: Path) -> None:
 # -- the flow end to end on the tiny model --------------------------------------------------------
 def tiny_reward_models(base: Path, out: Path) -> tuple[Path, Path]:
     """An ORM and a PRM from the tiny model after two optimiser steps: real folders, meaningless scores."""
-    from tasks.reward_model import ORM_KIND, PRM_KIND
-    from tasks.reward_train import RMExample, RMTrainConfig, train_reward_model
+    from tasks.scoring.reward_model import ORM_KIND, PRM_KIND
+    from tasks.training.reward_train import RMExample, RMTrainConfig, train_reward_model
 
     examples = [RMExample(f"e{i}", f"Q: {i}+1\n", f"{i}+1={i + 1}\n#### {i + 1}", (float(i % 2),)) for i in range(4)]
     steps = [RMExample(e.key, e.prompt, e.response, (1.0, float(i % 2))) for i, e in enumerate(examples)]
@@ -261,12 +261,12 @@ def tiny_reward_models(base: Path, out: Path) -> tuple[Path, Path]:
 def test_flow_picks_once_per_prompt_and_method_and_reports_what_the_picks_say(
         prefect_harness, tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
     from flows.best_of_n import best_of_n_flow
-    from tasks.demo_task import make_splits
-    from tasks.generate import LazyBackend
-    from tasks.lake import Lake
-    from tasks.prompts import demo_prompt_rows, write_prompts
-    from tasks.score import VerifierScorer
-    from tasks.sql import connect
+    from tasks.generation.generate import LazyBackend
+    from tasks.lake.sql import connect
+    from tasks.lake.store import Lake
+    from tasks.prompts.demo_task import make_splits
+    from tasks.prompts.sources import demo_prompt_rows, write_prompts
+    from tasks.scoring.score import VerifierScorer
 
     lake = Lake(tmp_path / "lake")
     lake.root.mkdir()
@@ -346,7 +346,7 @@ def verifier_accuracies(con) -> dict[str, str]:  # noqa: ANN001
 
 def relabel_verifier(lake, version: str) -> None:  # noqa: ANN001
     """Replace every verifier row: correct for even sample_index, incorrect for odd."""
-    from tasks.sql import connect
+    from tasks.lake.sql import connect
 
     for shard in lake.shards("scores"):
         if lake.file_metadata(shard).get("scorer") == "verifier":

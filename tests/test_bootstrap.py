@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flows.bootstrap import bootstrap_model_task, config_hash
 from schemas.bootstrap import BootstrapConfig, DemoTaskConfig, PretrainConfig
-from tasks.demo_task import make_splits
+from tasks.prompts.demo_task import make_splits
 
 
 def test_bootstrap_folder_loads_in_transformers_with_a_card(tiny_model_dir: Path):

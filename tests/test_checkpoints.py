@@ -8,10 +8,10 @@ import pytest
 
 from schemas.generation import PromptFormat
 from schemas.loop import FinetuneStage
-from tasks import ids
-from tasks.finetune import CheckpointConflict, finetune_on_selection, refuse_other_checkpoint
-from tasks.generate import model_id_for
-from tasks.lake import Lake
+from tasks.generation.generate import model_id_for
+from tasks.lake import ids
+from tasks.lake.store import Lake
+from tasks.training.finetune import CheckpointConflict, finetune_on_selection, refuse_other_checkpoint
 
 POLICY = "policy-0"
 MODEL = "model-0"

@@ -2,7 +2,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tasks.lake import Lake
+from tasks.lake.store import Lake
 from tests.conftest import run_cli
 from tests.helpers import simple_score_rows
 
@@ -117,8 +117,8 @@ def test_missing_config_file_is_named(tmp_path: Path):
 
 
 def test_generate_with_a_missing_model_folder_fails_before_any_engine(lake: Lake, tmp_path: Path):
-    from tasks.prompts import demo_prompt_rows, write_prompts
-    from tasks.demo_task import make_splits
+    from tasks.prompts.demo_task import make_splits
+    from tasks.prompts.sources import demo_prompt_rows, write_prompts
     write_prompts(lake, demo_prompt_rows(make_splits(5, 4, 2, seed=1)))
     proc = run_cli("--lake", str(lake.root), "generate", "--model", str(tmp_path / "nomodel"))
     assert proc.returncode == 1

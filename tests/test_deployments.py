@@ -14,8 +14,8 @@ import yaml
 
 from flows.deployments import next_iteration
 from schemas.loop import LoopConfig
-from tasks.lake import Lake
-from tasks.sql import connect
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
 from tests.conftest import PROJECT_ROOT
 from tests.prefect_stack import POOL, TERMINAL, PrefectStack
 from tests.reliability.iteration_runs import write_run

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks import ids
-from tasks.evaluate import EVAL_SPLIT, evaluate_model
-from tasks.lake import Lake
-from tasks.score import VerifierScorer
+from tasks.evaluation.evaluate import EVAL_SPLIT, evaluate_model
+from tasks.lake import ids
+from tasks.lake.store import Lake
+from tasks.scoring.score import VerifierScorer
 from tests.conftest import ArithmeticBackend
 
 
@@ -68,8 +68,8 @@ def BlankLineStepsBackend():  # noqa: N802 - reads as the backend it builds
 
 
 def test_evaluation_splits_steps_on_the_given_separator(lake: Lake):
-    from tasks.evaluate import eval_hash
-    from tasks.generate import generation_hash
+    from tasks.evaluation.evaluate import eval_hash
+    from tasks.generation.generate import generation_hash
 
     prompts = write_eval_prompts(lake, [(1, 2), (3, 4)])
     sampling, fmt = SamplingConfig(n=2, temperature=0.8, max_tokens=8), PromptFormat(template="Problem: {problem}\n")

@@ -5,9 +5,10 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.policy import PRESETS, KeepCorrect, PrlWeights, ScoreRef, SelectionPolicy, policy_hash
-from tasks.export import export_dpo_pairs, export_sft
-from tasks.select import select
+from schemas.policy import PRESETS, KeepCorrect, PrlWeights, ScoreRef, SelectionPolicy
+from tasks.selection.export import export_dpo_pairs, export_sft
+from tasks.selection.select import policy_hash
+from tasks.selection.select import select
 from tests.helpers import WORLD, build, cid, pid
 
 

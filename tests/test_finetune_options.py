@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.demo_task import PROMPT_TEMPLATE, make_splits
-from tasks.finetune import Example, TrainConfig, _Batcher, encode_examples, train
-from tasks.finetune_launch import read_args, run
+from tasks.prompts.demo_task import PROMPT_TEMPLATE, make_splits
+from tasks.training.finetune import Example, TrainConfig, _Batcher, encode_examples, train
+from tasks.training.finetune_launch import read_args, run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -202,7 +202,7 @@ def test_two_process_accelerate_launch_trains_together_and_writes_one_model(mode
     proc = subprocess.run(
         [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-         "-m", "tasks.finetune_launch", str(args)],
+         "-m", "tasks.training.finetune_launch", str(args)],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -223,7 +223,7 @@ def test_two_process_accelerate_launch_trains_together_and_writes_one_model(mode
 
 def test_cosine_with_warmup_rises_then_falls_to_its_floor() -> None:
     """The schedule finetuning and reward-model training share: linear warmup, cosine to min_ratio."""
-    from tasks.finetune import cosine_with_warmup
+    from tasks.training.finetune import cosine_with_warmup
 
     factor = cosine_with_warmup(warmup_steps=4, total_steps=14, min_ratio=0.1)
     assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
-from tasks import ids
-from tasks.demo_task import make_splits
-from tasks.generate import (Completion, GenerationError, HFBackend, LazyBackend, check_model_folder,
+from tasks.generation.generate import (Completion, GenerationError, HFBackend, LazyBackend, check_model_folder,
                             context_length, generate_candidates, model_id_for, split_steps,
                             start_backend, step_token_ends)
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows
+from tasks.lake import ids
+from tasks.prompts.demo_task import make_splits
+from tasks.lake.store import Lake
+from tasks.prompts.sources import demo_prompt_rows
 
 FMT = PromptFormat()
 
@@ -180,8 +180,8 @@ def test_hf_backend_loads_the_same_folder(tiny_model_dir, lake):
 
 
 def test_token_char_ends_match_the_decoded_text():
-    from tasks.generate import token_char_ends
-    from tasks.tiny_model import build_tokenizer
+    from tasks.generation.generate import token_char_ends
+    from tasks.prompts.tiny_model import build_tokenizer
     tokenizer = build_tokenizer()
     text = "7+5=12\n12*3=36\n#### 36"
     token_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
-from tasks import ids
-from tasks.demo_task import make_splits
-from tasks.generate import (Completion, HFBackend, OpenAIBackend, generate_candidates, generation_chunks,
+from tasks.generation.generate import (Completion, HFBackend, OpenAIBackend, generate_candidates, generation_chunks,
                             model_id_for, request_seed)
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows
-from tasks.runners import group_units
+from tasks.lake import ids
+from tasks.prompts.demo_task import make_splits
+from tasks.lake.store import Lake
+from tasks.prompts.sources import demo_prompt_rows
+from tasks.runtime.runners import group_units
 
 FMT = PromptFormat()
 
@@ -264,7 +264,7 @@ def test_hf_sampler_draws_from_the_tempered_nucleus():
 
     import torch
 
-    from tasks.generate import _SeededSampler
+    from tasks.generation.generate import _SeededSampler
 
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
     temperature, top_p, draws = 0.5, 0.9, 4000
@@ -373,7 +373,7 @@ def test_a_flywheel_card_still_names_the_model(tmp_path, cache_home):
 
 
 def test_the_weights_digest_is_cached_and_a_changed_file_invalidates_it(tmp_path, cache_home, monkeypatch):
-    from tasks import model_digest
+    from tasks.generation import model_digest
 
     folder = model_folder(tmp_path / "m", b"\x00" * 1024)
     (folder / "extra.bin").write_bytes(b"\x02" * 512)
@@ -406,7 +406,7 @@ def test_the_weights_digest_is_cached_and_a_changed_file_invalidates_it(tmp_path
 
 
 def test_a_corrupt_cache_is_ignored_and_rewritten(tmp_path, cache_home):
-    from tasks import model_digest
+    from tasks.generation import model_digest
 
     folder = model_folder(tmp_path / "m", b"\x01" * 1024)
     expected = model_id_for(folder)
@@ -448,7 +448,7 @@ def read_only(folder: Path):
 
 
 def test_a_read_only_folder_caches_its_digest_under_the_user_cache(tmp_path, cache_home, monkeypatch):
-    from tasks import model_digest
+    from tasks.generation import model_digest
 
     folder = model_folder(tmp_path / "m", b"\x03" * 1024)
     read: list[str] = []

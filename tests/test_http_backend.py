@@ -26,11 +26,11 @@ import psutil
 import pytest
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
-from tasks import ids
-from tasks.demo_task import make_splits
-from tasks.generate import GenerationError, OpenAIBackend, generate_candidates, model_id_for
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows
+from tasks.generation.generate import GenerationError, OpenAIBackend, generate_candidates, model_id_for
+from tasks.lake import ids
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows
 
 FMT = PromptFormat()
 HOST = "127.0.0.1"

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks.judge import (
+from tasks.scoring.judge import (
     GenerativeJudge, JudgeError, JudgeRequest, JudgeResult, OracleJudge, judge_prompt, neutralise,
     parse_verdict, retry_seed,
 )
@@ -169,8 +169,8 @@ def test_oracle_judge_prefers_correct_then_tie_rule_and_counts_calls() -> None:
 # -- the judge stage: knockout and ELO of one judge side by side ----------------------------------
 def test_knockout_and_elo_rows_of_one_judge_have_distinct_keys_and_a_stale_scorer_is_refused(tmp_path) -> None:
     from schemas import table_spec
-    from tasks.judge_stage import judge_candidates
-    from tasks.lake import Lake
+    from tasks.lake.store import Lake
+    from tasks.scoring.judge_stage import judge_candidates
 
     lake = Lake(tmp_path / "lake")
     candidates = [{"candidate_id": f"c{i}", "prompt_id": "p", "sample_index": i, "text": f"answer {i}",
@@ -199,7 +199,7 @@ def test_a_judge_prompt_that_cannot_fit_the_context_is_refused_before_generating
     """The judge measures its prompts with the judge model's tokenizer and context (read from the
     folder: the engine stays stopped) and names the pair that cannot fit with max_tokens."""
     from schemas.generation import EngineConfig
-    from tasks.generate import LazyBackend
+    from tasks.generation.generate import LazyBackend
 
     pair = JudgeRequest(query="What is 3+4?", first_text="3+4=7\n#### 7", second_text="3+4=8\n#### 8",
                         first_id="c-1", second_id="c-2")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks.demo_task import make_splits
-from tasks.generate import generate_candidates, model_id_for
-from tasks.judge import GenerativeJudge
-from tasks.judge_stage import judge_candidates
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows, write_prompts
-from tasks.score import load_candidates
-from tasks.sql import connect
+from tasks.generation.generate import generate_candidates, model_id_for
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
+from tasks.scoring.judge import GenerativeJudge
+from tasks.scoring.judge_stage import judge_candidates
+from tasks.scoring.score import load_candidates
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import pytest
 
 from schemas import table_spec
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks.generate import Completion
-from tasks.judge import GenerativeJudge, OracleJudge
-from tasks.judge_stage import judge_candidates
-from tasks.lake import Lake
+from tasks.generation.generate import Completion
+from tasks.lake.store import Lake
+from tasks.scoring.judge import GenerativeJudge, OracleJudge
+from tasks.scoring.judge_stage import judge_candidates
 
 COMPARISONS_KEY = table_spec("comparisons").key
 
@@ -77,7 +77,7 @@ def test_knockouts_with_different_votes_k_have_distinct_keys(lake: Lake) -> None
 def test_a_judge_with_other_settings_is_another_judge_never_a_reuse(lake: Lake) -> None:
     """The judge model's id alone was the judge version: a new temperature, attempt budget or
     template silently reused the old rankings."""
-    from tasks.judge import stored_judge_version
+    from tasks.scoring.judge import stored_judge_version
 
     candidates = group("p", 2)
 
@@ -102,8 +102,8 @@ def test_a_judge_with_other_settings_is_another_judge_never_a_reuse(lake: Lake) 
 
 
 def test_the_cost_counting_wrapper_keeps_the_judge_version() -> None:
-    from tasks.best_of_n import CountingBackend, PromptCostJudge
-    from tasks.judge import stored_judge_version
+    from tasks.scoring.judge import stored_judge_version
+    from tasks.selection.best_of_n import CountingBackend, PromptCostJudge
 
     counter = CountingBackend(Backend())
     inner = GenerativeJudge(counter, SamplingConfig(n=1, temperature=0.7))
@@ -165,7 +165,7 @@ class VersionedScorer:
         self.calls = 0
 
     def score(self, candidates: Sequence[dict]) -> list[dict]:
-        from tasks.score import score_row
+        from tasks.scoring.scorer import score_row
 
         self.calls += 1
         return [score_row(c, self, value=float(self.version)) for c in candidates]
@@ -177,7 +177,7 @@ def plain_candidates(n: int) -> list[dict]:
 
 
 def test_a_stale_version_is_refused_or_replaced_keeping_one_row_per_candidate(lake: Lake) -> None:
-    from tasks.score import score_candidates
+    from tasks.scoring.score import score_candidates
 
     candidates = plain_candidates(4)
     score_candidates(lake, VersionedScorer("1"), candidates, 0)
@@ -199,7 +199,7 @@ def test_a_stale_version_is_refused_or_replaced_keeping_one_row_per_candidate(la
 
 
 def test_the_verifier_version_names_its_timeout() -> None:
-    from tasks.score import VerifierScorer
+    from tasks.scoring.score import VerifierScorer
 
     assert VerifierScorer(timeout_s=5).version == VerifierScorer(timeout_s=5.0).version
     assert VerifierScorer(timeout_s=5).version != VerifierScorer(timeout_s=30).version
@@ -217,7 +217,7 @@ def carded_folder(root: Path, name: str, model_id: str, architecture: str) -> Pa
 
 
 def test_reward_model_versions_name_the_model_the_prompt_format_and_the_prm_separator(tmp_path: Path) -> None:
-    from tasks.reward_model import ORMScorer, PRMScorer
+    from tasks.scoring.reward_model import ORMScorer, PRMScorer
 
     orm = carded_folder(tmp_path, "orm", "orm-1", "LlamaForSequenceClassification")
     orm2 = carded_folder(tmp_path, "orm2", "orm-2", "LlamaForSequenceClassification")
@@ -232,7 +232,7 @@ def test_reward_model_versions_name_the_model_the_prompt_format_and_the_prm_sepa
 
 
 def test_the_math_shepherd_version_names_the_verifier_timeout() -> None:
-    from tasks.math_shepherd import MathShepherdScorer
+    from tasks.scoring.math_shepherd import MathShepherdScorer
 
     sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=8)
     versions = []
@@ -253,7 +253,7 @@ def write_verifier_rows(lake: Lake, candidates: Sequence[dict], version: str,
 
 
 def test_the_prl_version_names_reference_format_eta_and_outcome_version(lake: Lake, tmp_path: Path) -> None:
-    from tasks.score import PRLScorer
+    from tasks.scoring.score import PRLScorer
 
     ref_a = carded_folder(tmp_path, "a", "ref-a", "LlamaForCausalLM")
     ref_b = carded_folder(tmp_path, "b", "ref-b", "LlamaForCausalLM")
@@ -286,7 +286,7 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two tiny reference models that differ (one layer or two)."""
     import torch
 
-    from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
+    from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
@@ -314,8 +314,8 @@ def prl_candidates(tokenizer: object) -> list[dict]:
 
 def test_prl_rows_of_another_reference_model_are_refused_or_rescored(lake: Lake, references) -> None:  # noqa: ANN001
     """The version was only eta: after the reference model changed, the old PRL rows were reused."""
-    from tasks.score import PRLScorer, score_candidates
-    from tasks.tiny_model import build_tokenizer
+    from tasks.prompts.tiny_model import build_tokenizer
+    from tasks.scoring.score import PRLScorer, score_candidates
 
     ref_a, ref_b = references
     candidates = prl_candidates(build_tokenizer())

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from schemas import SchemaError
-from tasks import ids
-from tasks.lake import DuplicateKeyError, Lake, LakeError
-from tasks.sql import connect, write_views_file
+from tasks.lake import ids
+from tasks.lake.sql import connect, write_views_file
+from tasks.lake.store import DuplicateKeyError, Lake, LakeError
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import simple_score_rows
 
@@ -126,7 +126,7 @@ def test_crash_between_write_and_rename_leaves_nothing_visible(lake: Lake):
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
-        from tasks.lake import Lake
+        from tasks.lake.store import Lake
         from tests.helpers import simple_score_rows
         os.replace = lambda *a, **k: os._exit(9)   # die exactly at the rename
         Lake({str(lake.root)!r}).write("scores", simple_score_rows(10), iteration=0)

@@ -10,11 +10,11 @@ from flows.iteration import iteration_flow
 from flows.self_improve import self_improve_flow
 from schemas.config import parse_config
 from schemas.loop import LoopConfig
-from tasks.demo_task import make_splits
-from tasks.generate import LazyBackend
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows, write_prompts
-from tasks.sql import connect
+from tasks.generation.generate import LazyBackend
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
 
 
 def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, backend: str = "vllm") -> LoopConfig:

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import pytest
 
-from tasks.math_values import Bracket, Scalar, decide, read_value
+from tasks.scoring.math_values import Bracket, Scalar, decide, read_value
 
 PAIRS = int(os.environ.get("FLYWHEEL_MATH_FUZZ", "240"))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from schemas import table_spec
-from tasks.metrics import (MetricValue, Sample, avg_at_n, bootstrap_ci, evaluate_groups,
+from tasks.evaluation.metrics import (MetricValue, Sample, avg_at_n, bootstrap_ci, evaluate_groups,
                            greedy_accuracy, maj_at_k, metric_rows, pass_at_k, pass_at_n, rm_at_k)
 
 # ---------------------------------------------------------------- pass@k, avg@n, pass@n

@@ -1,7 +1,7 @@
 """PRL process values: group advantages, the KL suffix sums, score rows, and input validation.
 
-Expected numbers are written out as arithmetic from the formula in tasks/prl.py's docstring, not
-computed by tasks.prl.
+Expected numbers are written out as arithmetic from the formula in tasks/scoring/prl.py's docstring, not
+computed by tasks.scoring.prl.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 import pytest
 
 from schemas import table_spec
-from tasks.prl import group_advantages, process_values, prl_score_rows, token_values
+from tasks.scoring.prl import group_advantages, process_values, prl_score_rows, token_values
 
 SCORES = table_spec("scores")
 CANDIDATES = table_spec("candidates")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.demo_task import make_splits
-from tasks.generate import Completion, candidate_rows
-from tasks.lake import Lake
-from tasks.progress import progress_bar, progress_enabled
-from tasks.prompts import demo_prompt_rows, write_prompts
+from tasks.generation.generate import Completion, candidate_rows
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
+from tasks.runtime.progress import progress_bar, progress_enabled
 from tests.conftest import run_cli
 
 

@@ -12,11 +12,12 @@ import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
 from schemas.prompt_source import PromptSourceConfig, PromptSourceConfigError  # noqa: E402
-from tasks import demo_task, ids  # noqa: E402
-from tasks.fixtures import (  # noqa: E402
+from tasks.lake import ids  # noqa: E402
+from tasks.prompts import demo_task  # noqa: E402
+from tasks.prompts.fixtures import (  # noqa: E402
     GSM8K_FILE, MATH_FILE, gsm8k_examples, math_examples, write_fixtures)
-from tasks.lake import Lake  # noqa: E402
-from tasks.prompts import (  # noqa: E402
+from tasks.lake.store import Lake  # noqa: E402
+from tasks.prompts.sources import (  # noqa: E402
     ProblemRecord, PromptSourceError, decontaminate, demo_prompt_rows, extract_reference,
     find_overlap, load_source, normalise_problem, prompt_rows, write_prompts)
 from tests.conftest import PROJECT_ROOT  # noqa: E402

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from schemas import table_spec
-from tasks.prl import group_advantages, prl_score_rows
-from tasks.ref_logprobs import (ReferenceModelError, candidate_logprobs, load_reference,
+from tasks.generation.ref_logprobs import (ReferenceModelError, candidate_logprobs, load_reference,
                                 sequence_logprobs)
-from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
+from tasks.scoring.prl import group_advantages, prl_score_rows
+from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CANDIDATES = table_spec("candidates")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks import ids
-from tasks.lake import Lake
-from tasks.metrics import MetricValue, metric_rows
-from tasks.report import load_run, write_report
+from tasks.evaluation.metrics import MetricValue, metric_rows
+from tasks.evaluation.report import load_run, write_report
+from tasks.lake import ids
+from tasks.lake.store import Lake
 
 
 def build_run(lake: Lake, run_id: str, correct_by_iteration: dict[int, list[int]], n: int = 4) -> None:

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks.demo_task import ChainConfig, generate_problems
-from tasks.generate import Completion, GenerationError, split_steps
-from tasks.lake import Lake
-from tasks.math_shepherd import MathShepherdScorer, rollout_prefixes, soft_labels
-from tasks.metrics import auroc
-from tasks.reward_model import (ORM_KIND, PRM_KIND, ORMScorer, PRMScorer, RewardModelError,
+from tasks.evaluation.metrics import auroc
+from tasks.generation.generate import Completion, GenerationError, split_steps
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import ChainConfig, generate_problems
+from tasks.scoring.math_shepherd import MathShepherdScorer, rollout_prefixes, soft_labels
+from tasks.scoring.reward_model import (ORM_KIND, PRM_KIND, ORMScorer, PRMScorer, RewardModelError,
                                 check_reward_model_folder, encode_candidate)
-from tasks.reward_train import RMExample, RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
-from tasks.rm_eval import answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc, summarise
-from tasks.score import score_candidates
-from tasks.step_verify import step_labels
+from tasks.evaluation.rm_eval import answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc, summarise
+from tasks.scoring.score import score_candidates
+from tasks.scoring.step_verify import step_labels
+from tasks.training.reward_train import RMExample, RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
 
 
 # -- AUROC ----------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_a_rescore_with_another_model_version_is_refused(lake: Lake) -> None:
             self.version = version
 
         def score(self, candidates):  # noqa: ANN001
-            from tasks.score import score_row
+            from tasks.scoring.scorer import score_row
 
             return [score_row(c, self, value=1.0) for c in candidates]
 

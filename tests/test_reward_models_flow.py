@@ -9,11 +9,11 @@ import pytest
 from flows.reward_models import reward_models_flow
 from schemas.config import parse_config
 from schemas.reward_models import RewardModelsConfig
-from tasks.demo_task import make_splits
-from tasks.generate import LazyBackend
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows, write_prompts
-from tasks.sql import connect
+from tasks.generation.generate import LazyBackend
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ from pydantic import ValidationError
 
 from schemas.generation import PromptFormat, SamplingConfig
 from schemas.loop import EvalStage
-from tasks import ids
-from tasks.evaluate import EVAL_SPLIT, evaluate_model
-from tasks.generate import generate_candidates
-from tasks.lake import Lake
-from tasks.score import score_row
+from tasks.evaluation.evaluate import EVAL_SPLIT, evaluate_model
+from tasks.generation.generate import generate_candidates
+from tasks.lake import ids
+from tasks.lake.store import Lake
+from tasks.scoring.scorer import score_row
 from tests.conftest import ArithmeticBackend
 
 SAMPLING = SamplingConfig(n=4, temperature=0.8, max_tokens=8)

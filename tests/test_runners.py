@@ -12,12 +12,12 @@ from flows.iteration import generate_stage, model_for_round, score_stage
 from schemas.config import ConfigError, parse_config
 from schemas.loop import LoopConfig
 from schemas.runner import TaskRunnerConfig
-from tasks.demo_task import make_splits
-from tasks.generate import LazyBackend
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows, write_prompts
-from tasks.runners import group_units
-from tasks.sql import connect
+from tasks.generation.generate import LazyBackend
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
+from tasks.runtime.runners import group_units
 
 
 def test_group_units_keeps_units_whole_and_in_order():

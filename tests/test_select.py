@@ -10,10 +10,10 @@ from schemas import table_spec
 from schemas.policy import (
     PRESETS, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
     PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Threshold,
-    TopK, canonical, policy_from_dict, policy_from_yaml, policy_hash, read_policy,
+    TopK, canonical, policy_from_dict, policy_from_yaml, read_policy,
 )
-from tasks.lake import Lake
-from tasks.select import apply_policy, score_column, scored_candidates, select
+from tasks.lake.store import Lake
+from tasks.selection.select import apply_policy, policy_hash, score_column, scored_candidates, select
 from tests.helpers import (
     EXTRA, SCORERS, WORLD, build, c, cid, name_of, pid, score_rows,
 )

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tasks.demo_task import ChainConfig, generate_problems
-from tasks.step_verify import all_steps_correct, expected_steps, first_wrong_step, step_labels
+from tasks.prompts.demo_task import ChainConfig, generate_problems
+from tasks.scoring.step_verify import all_steps_correct, expected_steps, first_wrong_step, step_labels
 
 PROBLEM = "((7+5)*3)-4"
 REFERENCE = "32"

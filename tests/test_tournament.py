@@ -9,8 +9,8 @@ import pytest
 
 from schemas import table_spec
 from schemas.generation import SamplingConfig
-from tasks.judge import GenerativeJudge, JudgeRequest, JudgeResult, OracleJudge
-from tasks.tournament import (
+from tasks.scoring.judge import GenerativeJudge, JudgeRequest, JudgeResult, OracleJudge
+from tasks.scoring.tournament import (
     TournamentError, comparison_rows, comparisons_needed, elo_ratings, judge_score_rows,
     knockout, knockout_rounds, round_robin_elo,
 )

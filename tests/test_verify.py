@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tasks import verify as v
-from tasks.verify import (ComparisonMode, Verdict, Verifier, VerifyItem, compare_exact,
+from tasks.scoring import verify as v
+from tasks.scoring.verify import (ComparisonMode, Verdict, Verifier, VerifyItem, compare_exact,
                           extract_answer, normalise_exact, verify_batch)
 
 MEGABYTE = 1_000_000

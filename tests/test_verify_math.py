@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.verify import CORRECT, INCORRECT, MathSettings, VerifyItem, check_extractors, verify_batch
+from tasks.scoring.verify import CORRECT, INCORRECT, MathSettings, VerifyItem, check_extractors, verify_batch
 from tests.math_cases import CASES, MATH_VERIFY_WRONG
 
 # Cases where math-verify (defaults) is wrong and Flywheel is still wrong too, with why.
@@ -101,7 +101,7 @@ def test_math_settings_reach_the_workers():
 def test_extractors_and_math_settings_in_a_loop_config_are_typed_and_versioned():
     from schemas.config import parse_config
     from schemas.loop import ScoringStage, extractor_specs
-    from tasks.score import VerifierScorer
+    from tasks.scoring.score import VerifierScorer
 
     stage = parse_config({"verifier_mode": "math", "extractors": ["hash", {"regex": r"(?m)^A:\s*(.+)$"}],
                           "math": {"float_rounding": 4}}, ScoringStage)

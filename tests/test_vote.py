@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tasks.vote import majority_answer, normalize_answer, vote_shares
+from tasks.scoring.vote import majority_answer, normalize_answer, vote_shares
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -132,8 +132,8 @@ def _vote_frame() -> list[dict]:
 
 def test_orm_weighted_majority_in_selection_uses_the_sigmoid_of_logits() -> None:
     from schemas.policy import MajorityPseudoLabel, ScoreRef, SelectionPolicy
-    from tasks.best_of_n import orm_vote_weight
-    from tasks.select import apply_policy
+    from tasks.selection.best_of_n import orm_vote_weight
+    from tasks.selection.select import apply_policy
 
     frame = _vote_frame()
     # the hand computation the comments above rely on
@@ -162,8 +162,8 @@ def test_different_answers_stay_apart():
 
 
 def _maj(labels_answers: list[tuple[str, str]], k: int) -> float:
-    from tasks.evaluate import verified_sample
-    from tasks.metrics import evaluate_groups
+    from tasks.evaluation.evaluate import verified_sample
+    from tasks.evaluation.metrics import evaluate_groups
 
     verdicts = {f"c{i}": {"label": label, "extracted_answer": answer} for i, (label, answer) in enumerate(labels_answers)}
     group = [verified_sample(f"c{i}", verdicts, None, {}) for i in range(len(labels_answers))]

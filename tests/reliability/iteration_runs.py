@@ -10,10 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from tasks.demo_task import make_splits
-from tasks.lake import Lake
-from tasks.prompts import demo_prompt_rows, write_prompts
-from tasks.sql import connect
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
 from tests.conftest import PROJECT_ROOT
 
 # columns that legitimately differ between two runs of the same inputs (clock, folder)

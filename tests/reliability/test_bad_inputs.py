@@ -112,9 +112,9 @@ import pytest
 import yaml
 
 from schemas import SchemaError
-from tasks import ids
-from tasks.lake import Lake, LakeError
-from tasks.reward_model import RewardModelError
+from tasks.lake import ids
+from tasks.lake.store import Lake, LakeError
+from tasks.scoring.reward_model import RewardModelError
 from tests.conftest import PROJECT_ROOT, run_cli
 
 DEMO_PROBLEMS = (("((7+5)*3)-4", "32"), ("(2+3)*4", "20"))
@@ -189,7 +189,7 @@ def model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
     from transformers import LlamaForSequenceClassification
 
-    from tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
+    from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
     root = tmp_path_factory.mktemp("bad-input-models")
     tokenizer = build_tokenizer()
@@ -610,11 +610,11 @@ def test_lake_wrong_column_names(change: Callable[[dict], dict], message: str, l
 # ---------------------------------------------------------------- non-finite scores (API)
 
 def _non_finite_cases() -> list[Any]:
-    from tasks.aggregate import aggregate_steps
-    from tasks.metrics import bootstrap_ci, rm_at_k
-    from tasks.prl import group_advantages
-    from tasks.reward_model import check_finite
-    from tasks.vote import majority_answer
+    from tasks.evaluation.metrics import bootstrap_ci, rm_at_k
+    from tasks.scoring.aggregate import aggregate_steps
+    from tasks.scoring.prl import group_advantages
+    from tasks.scoring.reward_model import check_finite
+    from tasks.scoring.vote import majority_answer
 
     return [
         pytest.param(lambda: majority_answer(["1", "2"], [1.0, math.nan]), ValueError,
@@ -683,7 +683,7 @@ VALUES = {"correct": 1.0, "incorrect": 0.0, "unparseable": None, "timeout": None
 @pytest.fixture(scope="module")
 def verifiers():
     """One warm verifier pool per mode, started on first use (2 s per-item timeout)."""
-    from tasks.verify import Verifier
+    from tasks.scoring.verify import Verifier
 
     pools: dict[str, Verifier] = {}
 
@@ -700,7 +700,7 @@ def verifiers():
 @pytest.mark.parametrize("case", list(VERIFIER_CASES))
 @pytest.mark.parametrize("mode", ["exact", "math"])
 def test_pathological_verifier_input(mode: str, case: str, verifiers: Callable[[str], Any]) -> None:
-    from tasks.verify import VerifyItem
+    from tasks.scoring.verify import VerifyItem
 
     text, reference, expected = VERIFIER_CASES[case]
     label, detail = expected.get(mode, expected.get("*"))  # type: ignore[misc]
@@ -728,7 +728,7 @@ STEP_CASES = {
 
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_pathological_step_input(case: str) -> None:
-    from tasks.step_verify import all_steps_correct, step_labels
+    from tasks.scoring.step_verify import all_steps_correct, step_labels
 
     steps, expected = STEP_CASES[case]
     started = time.perf_counter()
@@ -741,7 +741,7 @@ def test_scorers_return_a_row_for_every_pathological_candidate(lake: Lake) -> No
     """The verifier and step-verifier scorers label every candidate (never raise), and their rows
     store in the lake as they are."""
     from schemas.scores import LABELS
-    from tasks.score import StepVerifierScorer, VerifierScorer
+    from tasks.scoring.score import StepVerifierScorer, VerifierScorer
 
     texts = [text for text, _, _ in VERIFIER_CASES.values() if len(text) < 200_000]
     candidates = [{**candidate_row("p-demo", i, t), "problem": "((7+5)*3)-4", "reference_answer": "32"}
@@ -766,7 +766,7 @@ def test_scorers_return_a_row_for_every_pathological_candidate(lake: Lake) -> No
 ], ids=["empty", "sentence", "double-bracket", "verdict-word", "boxed-3", "boxed-empty", "two-verdicts",
         "verdict-not-last", "no-backslash", "unclosed-10000"])
 def test_judge_output_without_verdict(output: str) -> None:
-    from tasks.judge import parse_verdict
+    from tasks.scoring.judge import parse_verdict
 
     assert parse_verdict(output) is None
 
@@ -775,10 +775,10 @@ def test_a_judge_that_never_decides_is_recorded_not_raised(demo_lake: Lake) -> N
     """Every comparison is stored as unparseable after the configured attempts; the stage writes
     its comparisons and scores and raises nothing."""
     from schemas.generation import SamplingConfig
-    from tasks.generate import Completion
-    from tasks.judge import GenerativeJudge
-    from tasks.judge_stage import judge_candidates
-    from tasks.score import load_candidates
+    from tasks.generation.generate import Completion
+    from tasks.scoring.judge import GenerativeJudge
+    from tasks.scoring.judge_stage import judge_candidates
+    from tasks.scoring.score import load_candidates
 
     class Undecided:
         name = "undecided"

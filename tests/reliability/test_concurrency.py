@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lock import LockBusy, iteration_lock, lock_path
+from tasks.lake.lock import LockBusy, iteration_lock, lock_path
 from tests.conftest import PROJECT_ROOT
 from tests.prefect_stack import running_server
 from tests.reliability.iteration_runs import (
     duplicate_keys, lake_of, run_iteration_process, snapshot, start_iteration, write_run,
 )
 
-HOLD = ("import sys, time; from tasks.lock import iteration_lock\n"
+HOLD = ("import sys, time; from tasks.lake.lock import iteration_lock\n"
         "with iteration_lock(sys.argv[1], 0):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))\n")
 
 

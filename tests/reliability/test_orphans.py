@@ -1,4 +1,4 @@
-"""A killed run leaves nothing running behind (tasks/reaper.py, and its second line in tasks/lock.py).
+"""A killed run leaves nothing running behind (tasks/runtime/reaper.py, and its second line in tasks/lake/lock.py).
 
 The real case: `flywheel iterate` with the vLLM backend and no PREFECT_API_URL (so Prefect starts
 its temporary server) is killed with SIGKILL while its engine is up; within 30 s no process of the
@@ -27,8 +27,8 @@ import psutil
 import pytest
 import yaml
 
-from tasks import reaper
-from tasks.lock import iteration_lock, lock_path
+from tasks.lake.lock import iteration_lock, lock_path
+from tasks.runtime import reaper
 from tests.conftest import PROJECT_ROOT
 from tests.reliability.iteration_runs import run_iteration_process, write_run
 
@@ -84,7 +84,7 @@ def survivors(tree: dict[int, tuple[float, str]], mark: str) -> list[str]:
 
 PARENT = textwrap.dedent("""
     import json, os, subprocess, sys, time
-    from tasks.reaper import watch_this_process
+    from tasks.runtime.reaper import watch_this_process
     watchdog = watch_this_process()
     kids = [
         subprocess.Popen(["sleep", "300"]),                                   # a child
@@ -199,8 +199,8 @@ def test_the_lock_takeover_ends_a_dead_runs_processes_when_its_watchdog_died_too
     lake = tmp_path / "lake"
     holder = textwrap.dedent(f"""
         import json, os, subprocess, sys, time
-        from tasks.lock import iteration_lock
-        from tasks.reaper import watch_this_process
+        from tasks.lake.lock import iteration_lock
+        from tasks.runtime.reaper import watch_this_process
         watchdog = watch_this_process()
         with iteration_lock({str(lake)!r}, 0):
             kids = [subprocess.Popen(["sleep", "300"]),
@@ -238,7 +238,7 @@ def test_a_forked_child_does_not_keep_the_lock_of_its_dead_parent(tmp_path):
     lock on once its parent is killed, or the resume could not start."""
     holder = textwrap.dedent(f"""
         import os, sys, time
-        from tasks.lock import iteration_lock
+        from tasks.lake.lock import iteration_lock
         with iteration_lock({str(tmp_path)!r}, 0):
             child = os.fork()
             if child == 0:
@@ -267,7 +267,7 @@ def test_a_forked_child_does_not_keep_the_lock_of_its_dead_parent(tmp_path):
 def test_run_files_of_runs_that_are_over_are_pruned(tmp_path):
     """A watchdog killed with its run, and no resume: its run file goes once all it listed is gone."""
     dead_token = subprocess.run(
-        [sys.executable, "-c", "import os; from tasks.reaper import make_token, start_time; "
+        [sys.executable, "-c", "import os; from tasks.runtime.reaper import make_token, start_time; "
                                "print(make_token(os.getpid(), start_time(os.getpid())))"],
         cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
         check=True).stdout.strip()
@@ -328,7 +328,7 @@ def watch_round_until_engine(process: subprocess.Popen, log: Path, timeout: floa
             try:
                 created, command = child.create_time(), " ".join(child.cmdline())
                 name = command[:80]
-                if "tasks/reaper.py" in command:  # a long checkout path can push it past 80 characters
+                if "tasks/runtime/reaper.py" in command:  # a long checkout path can push it past 80 characters
                     watchdog_cpu = sum(child.cpu_times()[:2]), time.time() - created
             except psutil.Error:
                 continue

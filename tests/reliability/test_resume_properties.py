@@ -22,15 +22,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import tasks.lake
+import tasks.lake.store
 from schemas import table_spec
 from schemas.generation import PromptFormat, SamplingConfig
 from schemas.policy import PRESETS
-from tasks import ids
-from tasks.generate import Completion, generate_candidates, generation_chunks, generation_hash
-from tasks.lake import Lake
-from tasks.score import VerifierScorer, load_candidates, score_candidates
-from tasks.select import select
+from tasks.generation.generate import Completion, generate_candidates, generation_chunks, generation_hash
+from tasks.lake import ids
+from tasks.lake.store import Lake
+from tasks.scoring.score import VerifierScorer, load_candidates, score_candidates
+from tasks.selection.select import select
 
 MODEL = "model-fake"
 FORMAT = PromptFormat(template="Q: {problem}\n")
@@ -129,7 +129,7 @@ def check_case(seed: int, tmp_path: Path, monkeypatch) -> None:
     lake = Lake(tmp_path / "lake")
     lake.write("prompts", prompt_rows(first_seen), 0)
     switch = KillSwitch(None, 0)
-    monkeypatch.setattr(tasks.lake, "crash_point", lambda name: switch(name))
+    monkeypatch.setattr(tasks.lake.store, "crash_point", lambda name: switch(name))
     runs, added = 0, False
     while True:
         runs += 1

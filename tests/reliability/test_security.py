@@ -12,7 +12,7 @@
       __import__, sympify or parse_expr, and math-verify is imported only by the verifier's
       worker-side functions.
 (b) Everything Flywheel starts binds loopback by default.
-    - a local Dask cluster from `tasks.runners.make_task_runner`, inside a Prefect flow under the
+    - a local Dask cluster from `tasks.runtime.runners.make_task_runner`, inside a Prefect flow under the
       test server: every listening socket of this process and its children is on 127.0.0.1;
     - the configured defaults: Dask host, Ray node address and dashboard, Prefect's server host,
       no server address in the engine config, no 0.0.0.0 in Flywheel's own code;
@@ -43,12 +43,12 @@ from pathlib import Path
 import pytest
 
 from schemas.generation import PromptFormat, SamplingConfig
-from tasks.generate import Completion
-from tasks.judge import (JUDGE_INSTRUCTIONS, GenerativeJudge, JudgeRequest, judge_prompt, neutralise,
+from tasks.generation.generate import Completion
+from tasks.scoring.judge import (JUDGE_INSTRUCTIONS, GenerativeJudge, JudgeRequest, judge_prompt, neutralise,
                          parse_verdict, special_token_strings)
-from tasks.step_verify import step_labels
-from tasks.verify import Verifier, VerifyItem, extract_answer
-from tasks.vote import majority_answer, vote_shares
+from tasks.scoring.step_verify import step_labels
+from tasks.scoring.verify import Verifier, VerifyItem, extract_answer
+from tasks.scoring.vote import majority_answer, vote_shares
 from tests.conftest import PROJECT_ROOT
 
 SOURCE_DIRS = ("flows", "tasks", "schemas")
@@ -141,7 +141,7 @@ def test_math_verify_parse_expr_only_sees_digits_and_operators(tmp_path: Path,
     In-process here to watch the call; Flywheel itself runs this comparison only in a worker."""
     import math_verify.parser as mv_parser
 
-    from tasks.verify import Unparseable, compare_math
+    from tasks.scoring.verify import Unparseable, compare_math
 
     seen: list[str] = []
     original = mv_parser.parse_expr
@@ -229,7 +229,7 @@ def test_no_evaluation_of_text_in_flywheel_source() -> None:
 
 def test_math_verify_is_used_only_by_the_verifier_workers_functions() -> None:
     """math-verify (sympy inside) is imported only inside the worker-side functions of
-    tasks/verify.py, never at module level, and the math mode is reached by import path (in a
+    tasks/scoring/verify.py, never at module level, and the math mode is reached by import path (in a
     worker process)."""
     heavy = {"math_verify", "sympy", "latex2sympy2_extended"}
 
@@ -248,11 +248,11 @@ def test_math_verify_is_used_only_by_the_verifier_workers_functions() -> None:
         for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
             if any(heavy & set(imported(inner)) for inner in ast.walk(function)):
                 importers.setdefault(str(path.relative_to(PROJECT_ROOT)), set()).add(function.name)
-    assert importers == {"tasks/verify.py": {"_math_parse", "math_verdict_uncached", "_extraction_configs",
+    assert importers == {"tasks/scoring/verify.py": {"_math_parse", "math_verdict_uncached", "_extraction_configs",
                                              "math_verify_answer", "warm_up_math"}}
-    from tasks.verify import COMPARISON_MODES
+    from tasks.scoring.verify import COMPARISON_MODES
 
-    assert COMPARISON_MODES["math"].compare == "tasks.verify:compare_math"
+    assert COMPARISON_MODES["math"].compare == "tasks.scoring.verify:compare_math"
 
 
 # ============================================================ (b) loopback only
@@ -286,7 +286,7 @@ def test_local_dask_cluster_in_a_flow_listens_on_loopback_only(prefect_harness) 
     from prefect import flow, task
 
     from schemas.runner import TaskRunnerConfig
-    from tasks.runners import make_task_runner
+    from tasks.runtime.runners import make_task_runner
 
     @task
     def worker_pid() -> int:
@@ -316,7 +316,7 @@ def test_default_bind_settings_are_loopback() -> None:
 
     from schemas.generation import EngineConfig
     from schemas.runner import TaskRunnerConfig
-    from tasks.runners import LOOPBACK, make_task_runner
+    from tasks.runtime.runners import LOOPBACK, make_task_runner
 
     assert LOOPBACK == "127.0.0.1"
     dask = make_task_runner(TaskRunnerConfig(kind="dask", workers=1))
@@ -358,7 +358,7 @@ def test_a_local_ray_cluster_still_listens_beyond_loopback() -> None:
     import ray
 
     from schemas.runner import TaskRunnerConfig
-    from tasks.runners import make_task_runner
+    from tasks.runtime.runners import make_task_runner
 
     runner = make_task_runner(TaskRunnerConfig(kind="ray", workers=1, ray_listens_on_all_interfaces=True))
     ray.init(**{**runner.init_kwargs, "namespace": "flywheel-loopback-check"})
@@ -454,7 +454,7 @@ def test_the_verdict_comes_only_from_the_judges_completion() -> None:
 def chat_tokenizer():
     """The demo's character-level tokenizer with chat role markers as special tokens and a
     ChatML-like template."""
-    from tasks.tiny_model import build_tokenizer
+    from tasks.prompts.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
@@ -486,7 +486,7 @@ def test_a_response_cannot_open_a_forged_chat_turn() -> None:
 
 
 def test_plain_prompt_drops_the_tokenizers_special_tokens() -> None:
-    from tasks.tiny_model import build_tokenizer
+    from tasks.prompts.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer()
     backend = EchoJudgeModel(2, tokenizer)

@@ -1,0 +1,138 @@
+"""DuckDB over the lake: one view per table plus convenience views, and a views file for the CLI.
+
+Views use absolute paths, so they resolve whatever the reader's working directory. A table with
+no shards yet gets a typed empty view, so queries over a young lake still run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from schemas import TABLES
+from tasks.lake.store import PARTITION, Lake
+
+VIEWS_FILE = "views.sql"
+VERIFIER = "verifier"
+
+_SCALAR_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.timestamp("s", tz="UTC"): "TIMESTAMPTZ",
+}
+
+
+def duckdb_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type name for an Arrow type used in our schemas."""
+    if pa.types.is_list(arrow_type):
+        return f"{duckdb_type(arrow_type.value_type)}[]"
+    try:
+        return _SCALAR_TYPES[arrow_type]
+    except KeyError:
+        raise TypeError(f"no DuckDB type for Arrow type {arrow_type}") from None
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def table_view_sql(lake: Lake, table: str, equals: dict[str, str] | None = None) -> str:
+    """CREATE VIEW for one table: its shards with hive partitioning, or a typed empty relation.
+
+    `equals` restricts the view to rows whose columns equal the given strings.
+    """
+    spec = TABLES[table]
+    where = ""
+    if equals:
+        for column in equals:
+            if column not in spec.columns:
+                raise ValueError(f"table {table!r} has no column {column!r} to filter on")
+        where = " WHERE " + " AND ".join(f"{c} = {_quote(v)}" for c, v in equals.items())
+    if lake.shards(table):
+        source = (
+            f"read_parquet({_quote(lake.glob(table))}, hive_partitioning=true, "
+            f"union_by_name=true, hive_types={{'{PARTITION}': INTEGER}})"
+        )
+        return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {source}{where};"
+    columns = ", ".join(
+        f"CAST(NULL AS {duckdb_type(f.type)}) AS {f.name}" for f in spec.schema
+    )
+    return f"CREATE OR REPLACE VIEW {table} AS SELECT {columns} WHERE false;"
+
+
+CONVENIENCE_VIEWS = {
+    "table_rows": " UNION ALL ".join(
+        f"SELECT '{name}' AS table_name, {PARTITION}, count(*) AS n_rows FROM {name} "
+        f"GROUP BY {PARTITION}"
+        for name in TABLES
+    ),
+    "prompt_solve_rate": f"""
+        SELECT {PARTITION}, prompt_id,
+               count(*) AS n_scored,
+               count(*) FILTER (WHERE label = 'correct') AS n_correct,
+               count(*) FILTER (WHERE label = 'unparseable') AS n_unparseable,
+               count(*) FILTER (WHERE label = 'timeout') AS n_timeout,
+               count(*) FILTER (WHERE label = 'correct') / count(*) AS solve_rate
+        FROM scores WHERE scorer = '{VERIFIER}'
+        GROUP BY {PARTITION}, prompt_id""",
+    "iteration_yield": f"""
+        WITH solved AS (
+            SELECT {PARTITION}, count(*) AS n_prompts, sum(n_scored) AS n_scored,
+                   sum(n_correct) AS n_correct, count(*) FILTER (WHERE n_correct > 0) AS n_solved
+            FROM prompt_solve_rate GROUP BY {PARTITION}),
+        generated AS (SELECT {PARTITION}, count(*) AS n_candidates FROM candidates GROUP BY {PARTITION}),
+        kept AS (SELECT {PARTITION}, count(DISTINCT candidate_id) AS n_kept
+                 FROM selections GROUP BY {PARTITION})
+        SELECT {PARTITION},
+               coalesce(g.n_candidates, 0) AS n_candidates,
+               coalesce(s.n_prompts, 0) AS n_prompts,
+               coalesce(s.n_scored, 0) AS n_scored,
+               coalesce(s.n_correct, 0) AS n_correct,
+               coalesce(s.n_solved, 0) AS n_prompts_solved,
+               s.n_correct / nullif(s.n_scored, 0) AS solve_rate,
+               coalesce(k.n_kept, 0) AS n_kept,
+               k.n_kept / nullif(g.n_candidates, 0) AS yield
+        FROM generated g FULL JOIN solved s USING ({PARTITION}) FULL JOIN kept k USING ({PARTITION})
+        ORDER BY {PARTITION}""",
+}
+
+
+def views_sql(lake: Lake, filters: dict[str, dict[str, str]] | None = None) -> str:
+    """The full script: one view per table (optionally filtered), then the convenience views."""
+    lines = [f"-- Flywheel views over the lake at {lake.root} (written by flywheel; do not edit)"]
+    lines += [table_view_sql(lake, table, (filters or {}).get(table)) for table in TABLES]
+    lines += [
+        f"CREATE OR REPLACE VIEW {name} AS {' '.join(body.split())};"
+        for name, body in CONVENIENCE_VIEWS.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_views_file(lake: Lake) -> Path:
+    """Write the views script to <lake>/views.sql atomically and return its path."""
+    lake.require_exists()
+    target = lake.root / VIEWS_FILE
+    temp = lake.root / f".{VIEWS_FILE}.tmp-{os.getpid()}"
+    temp.write_text(views_sql(lake), encoding="utf-8")
+    os.replace(temp, target)
+    return target
+
+
+def connect(lake: Lake, filters: dict[str, dict[str, str]] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every lake view defined.
+
+    `filters` maps a table to column values its view is restricted to, e.g.
+    `{"candidates": {"model_id": "m1"}}` for one model's candidates.
+    """
+    lake.require_exists()
+    con = duckdb.connect()
+    con.execute(views_sql(lake, filters))
+    return con
+
+

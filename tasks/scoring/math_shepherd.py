@@ -1,0 +1,105 @@
+"""Math-Shepherd step labels: how often the policy reaches the reference answer from each step.
+
+For a candidate with steps s_1..s_T, the prefix ending at step t (t < T) is fed back to the
+generation backend after the prompt, k completions are sampled from there, and each rollout
+(prefix + completion) goes through the rule verifier. Step t's soft label is the share of rollouts
+that reach the reference answer; its hard label is whether any does (soft > 0). The last step is
+labelled by the candidate's own outcome (1.0 correct, else 0.0): there is nothing left to roll out.
+
+Rows go to the scores table as scorer `math_shepherd`: step_scores = soft labels, value null,
+detail = the rollout count. The version names the rollout policy's model id, the rollout sampling
+(n, temperature, top_p, max_tokens, seed), the prompt format, the step separator and the
+verifier's mode, extractors and timeout. Unparseable or timed-out rollouts count as not reaching the answer;
+a candidate whose own outcome is unparseable or timed out gets no row (an exception is never a
+label).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from schemas.generation import PromptFormat, SamplingConfig
+from tasks.generation.generate import GenerationBackend, check_backend_prompts_fit, format_prompt, split_steps
+from tasks.lake import ids
+from tasks.scoring.verify import CORRECT, DEFAULT_EXTRACTORS, INCORRECT, Verifier, VerifyItem
+
+SCORER = "math_shepherd"
+
+
+def rollout_prefixes(text: str, step_separator: str = "\n") -> list[str]:
+    """The response prefixes to roll out from: through step t plus the separator, for t < T."""
+    steps = split_steps(text, step_separator)
+    return [text[:end] + step_separator for _, end in steps[:-1]]
+
+
+def rollout_seed(sampling_seed: int, candidate_id: str, step: int) -> int:
+    """The engine seed of one step's rollouts (independent of batching and order)."""
+    return int(ids.content_hash("math-shepherd", sampling_seed, candidate_id, step), 16) % (2**31 - 1)
+
+
+def soft_labels(outcome_correct: bool, rollouts_correct: Sequence[Sequence[bool]]) -> list[float]:
+    """Per-step soft labels: each rolled-out step's share of correct rollouts, then the outcome."""
+    labels = [sum(r) / len(r) for r in rollouts_correct]
+    return labels + [1.0 if outcome_correct else 0.0]
+
+
+class MathShepherdScorer:
+    """Scorer `math_shepherd`: Math-Shepherd soft step labels through a generation backend."""
+
+    name = SCORER
+
+    def __init__(self, backend: GenerationBackend, sampling: SamplingConfig, *, model_id: str,
+                 prompt_format: PromptFormat | None = None, step_separator: str = "\n",
+                 verifier_mode: str = "exact", timeout_s: float = 5.0, workers: int = 2) -> None:
+        self.backend, self.sampling = backend, sampling.model_copy(update={"logprobs": False})
+        self.format = prompt_format or PromptFormat()
+        self.step_separator = step_separator
+        self.version = "2:" + ids.content_hash("math-shepherd", model_id, self.sampling.model_dump(),
+                                               self.format.model_dump(), step_separator, verifier_mode,
+                                               list(DEFAULT_EXTRACTORS), float(timeout_s))
+        self._verifier = Verifier(verifier_mode, DEFAULT_EXTRACTORS, timeout_s=timeout_s, workers=workers)
+        self.rollouts = 0  # completions sampled so far
+
+    def score(self, candidates: Sequence[dict]) -> list[dict]:
+        """One row per candidate with a correct or incorrect outcome: step_scores = soft labels."""
+        from tasks.scoring.scorer import score_row
+
+        labelled = [c for c in candidates if c["reference_answer"] not in (None, "")]
+        if not labelled:
+            return []
+        outcomes = self._verifier.verify([VerifyItem(c["text"], c["reference_answer"]) for c in labelled])
+        labelled = [(c, v.label == CORRECT) for c, v in zip(labelled, outcomes) if v.label in (CORRECT, INCORRECT)]
+        prompts, seeds, owners, names = [], [], [], []
+        tokenizer = getattr(self.backend, "tokenizer", None) if self.format.kind == "chat" else None
+        for index, (c, _) in enumerate(labelled):
+            head = format_prompt(c["problem"], self.format, tokenizer)
+            for step, prefix in enumerate(rollout_prefixes(c["text"], self.step_separator)):
+                prompts.append(head + prefix)
+                seeds.append(rollout_seed(self.sampling.seed, c["candidate_id"], step))
+                owners.append((index, prefix))
+                names.append(f"the rollout prompt of candidate {c['candidate_id']} after step {step + 1}")
+        check_backend_prompts_fit(self.backend, dict(zip(names, prompts)), self.sampling.max_tokens)
+        completions = self.backend.generate(prompts, self.sampling, seeds) if prompts else []
+        if len(completions) != len(prompts):
+            raise RuntimeError(f"backend returned {len(completions)} results for {len(prompts)} rollout prompts")
+        items, slots = [], []
+        for (index, prefix), outs in zip(owners, completions):
+            if len(outs) != self.sampling.n:
+                raise RuntimeError(f"backend returned {len(outs)} rollouts, expected {self.sampling.n}")
+            slots.append(index)
+            items += [VerifyItem(prefix + o.text, labelled[index][0]["reference_answer"]) for o in outs]
+        self.rollouts += len(items)
+        verdicts = self._verifier.verify(items) if items else []
+        per_step: list[list[list[bool]]] = [[] for _ in labelled]
+        for position, index in enumerate(slots):
+            chunk = verdicts[position * self.sampling.n:(position + 1) * self.sampling.n]
+            per_step[index].append([v.label == CORRECT for v in chunk])
+        detail = json.dumps({"rollouts_per_step": self.sampling.n})
+        return [score_row(c, self, value=None, detail=detail,
+                          step_scores=soft_labels(correct, per_step[i]) if split_steps(c["text"], self.step_separator)
+                          else [])
+                for i, (c, correct) in enumerate(labelled)]
+
+    def close(self) -> None:
+        """Stop the verifier's worker pool (the backend belongs to the caller)."""
+        self._verifier.close()

@@ -1,0 +1,2 @@
+"""Training: supervised finetuning of the policy (in process or under `accelerate launch`) and
+training of the learned reward models."""

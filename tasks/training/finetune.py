@@ -1,0 +1,516 @@
+"""Supervised finetuning of a causal LM on (prompt, completion, weight) examples.
+
+Loss is on completion tokens only (prompt and padding are masked), each example's mean token loss
+is weighted by its sample weight. The same loop pretrains the tiny base model (bootstrap) and
+finetunes each round's model; on a GPU it runs in bf16 autocast.
+
+The loop runs through Accelerate: in one plain process it behaves like a single-device loop, and
+under `accelerate launch` (see tasks/training/finetune_launch.py) every process trains on its own shard of
+each global batch. With `TrainConfig.lora_r` set, only LoRA adapters (peft) are trained and are
+merged back into the weights afterwards, so a checkpoint is always a plain transformers folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+from tasks.runtime.faults import crash_point
+from tasks.runtime.progress import progress_bar
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("flywheel.finetune")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the formatted prompt, the completion to learn, and its weight."""
+
+    prompt: str
+    completion: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule settings (one epoch = one pass over the examples)."""
+
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    max_length: int = 256
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # used only on CUDA
+    log_every: int = 25
+    lora_r: int | None = None  # None: full finetuning; else the LoRA rank
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.learning_rate <= 0 or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        self._check_lora()
+
+    def _check_lora(self) -> None:
+        if self.lora_r is not None and (not isinstance(self.lora_r, int) or self.lora_r < 1):
+            raise ValueError(f"lora_r must be None (full finetuning) or an integer of at least 1, got {self.lora_r!r}")
+        if not isinstance(self.lora_alpha, int) or self.lora_alpha < 1:
+            raise ValueError(f"lora_alpha must be an integer of at least 1, got {self.lora_alpha!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        targets = self.lora_target_modules
+        if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"lora_target_modules must be a non-empty list of module names, got {targets!r}")
+        object.__setattr__(self, "lora_target_modules", tuple(targets))  # JSON gives lists
+
+    def lora_card(self) -> dict:
+        """Whether LoRA is used and its settings, for model cards."""
+        if self.lora_r is None:
+            return {"used": False}
+        return {"used": True, "r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                "target_modules": list(self.lora_target_modules)}
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    steps: int
+    examples: int
+    final_loss: float
+    mean_loss_last_10pct: float
+    seconds: float
+    device: str
+    processes: int = 1
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The result without the per-step loss curve."""
+        out = asdict(self)
+        out.pop("losses")
+        return out
+
+
+def pick_device(requested: str = "auto") -> str:
+    """'cuda' when requested or available, else 'cpu'."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def encode_examples(tokenizer, examples: Sequence[Example], max_length: int):
+    """Token ids and completion masks per example; completions end with EOS; too long → error."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token: completions could never end")
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
+    encoded = []
+    for index, (p, c) in enumerate(zip(prompts, completions)):
+        ids = p + c + [tokenizer.eos_token_id]
+        if len(ids) > max_length:
+            raise ValueError(f"example {index} has {len(ids)} tokens, over max_length {max_length}")
+        encoded.append((ids, len(p)))
+    return encoded
+
+
+def train(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place on `examples`; returns the step count and losses.
+
+    Runs through an `accelerate.Accelerator`: one plain process trains alone; processes started by
+    `accelerate launch` each train on their shard of every global batch (same losses, summed over
+    processes). With `config.lora_r` set, LoRA adapters are trained and then merged into `model`'s
+    weights, so `model` is a plain transformers model again afterwards. Only the main process logs
+    and calls `progress`.
+    """
+    import torch
+
+    _check_examples(examples)
+    accelerator = _make_accelerator(config)
+    if config.batch_size < accelerator.num_processes:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than the {accelerator.num_processes} processes")
+    torch.manual_seed(config.seed)
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    trainable_model = _attach_lora(model, config) if config.lora_r is not None else model
+    trainable_model.to(accelerator.device)
+    trainable_model.train()
+    trainable, total = _parameter_counts(trainable_model)
+
+    encoded = encode_examples(tokenizer, examples, config.max_length)
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW([p for p in trainable_model.parameters() if p.requires_grad],
+                                  lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(config.warmup_steps, total_steps, config.min_lr_ratio))
+    # the scheduler is not prepared: Accelerate would step it once per process per step
+    prepared, optimizer = accelerator.prepare(trainable_model, optimizer)
+    batch = _Batcher(encoded, torch.tensor([e.weight for e in examples], dtype=torch.float32),
+                     _pad_id(tokenizer), accelerator.process_index, accelerator.num_processes)
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    for step, indices in enumerate(_global_batches(len(encoded), config, total_steps)):
+        losses.append(_train_step(accelerator, prepared, optimizer, batch(indices, accelerator.device), config))
+        scheduler.step()
+        if accelerator.is_main_process:
+            _report(step + 1, total_steps, losses[-1], config, progress)
+        crash_point("finetune-step")
+    _finish(accelerator, prepared, config).eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    return TrainResult(
+        steps=total_steps, examples=len(examples), final_loss=losses[-1],
+        mean_loss_last_10pct=sum(tail) / len(tail), seconds=time.perf_counter() - start,
+        device=accelerator.device.type, processes=accelerator.num_processes,
+        trainable_parameters=trainable, total_parameters=total, losses=losses,
+    )
+
+
+def _check_examples(examples: Sequence[Example]) -> None:
+    if not examples:
+        raise ValueError("no training examples")
+    for index, example in enumerate(examples):
+        if not (math.isfinite(example.weight) and example.weight >= 0):
+            raise ValueError(f"example {index} has an invalid weight {example.weight}")
+    if sum(e.weight for e in examples) <= 0:
+        raise ValueError("every example has weight 0")
+
+
+def _make_accelerator(config: TrainConfig):
+    """An Accelerator for `config.device`; bf16 autocast on CUDA when `config.bf16`.
+
+    Outside a launched multi-process run, Accelerate's process-wide state is reset first, so that
+    one process can train on the CPU (bootstrap) and later on the GPU (finetuning).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    on_cuda = pick_device(config.device).startswith("cuda")
+    return Accelerator(cpu=not on_cuda, mixed_precision="bf16" if on_cuda and config.bf16 else "no")
+
+
+def _attach_lora(model, config: TrainConfig):
+    """`model` wrapped by peft with LoRA adapters on the target modules; only adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(config.lora_target_modules))
+    wrapped = get_peft_model(model, lora)
+    trainable, total = _parameter_counts(wrapped)
+    if not 0 < trainable < total:
+        raise RuntimeError(f"LoRA left {trainable} of {total} parameters trainable")
+    return wrapped
+
+
+def _parameter_counts(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _finish(accelerator, prepared, config: TrainConfig):
+    """The trained model without Accelerate's wrappers, LoRA adapters merged into its weights."""
+    model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
+    return model.merge_and_unload() if config.lora_r is not None else model
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _global_batches(count: int, config: TrainConfig, total_steps: int) -> Iterator[list[int]]:
+    """Index lists of each step's global batch: seeded shuffles, refilled across epoch ends.
+
+    Every process computes the same sequence, so the processes agree on each global batch.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(config.seed)
+    order: list[int] = []
+    for _ in range(total_steps):
+        if len(order) < config.batch_size:
+            order += torch.randperm(count, generator=generator).tolist()
+        yield order[: config.batch_size]
+        order = order[config.batch_size:]
+
+
+@dataclass
+class _Shard:
+    """This process's part of one global batch, and the total weight of the whole batch."""
+
+    input_ids: "torch.Tensor"
+    labels: "torch.Tensor"
+    attention: "torch.Tensor"
+    weights: "torch.Tensor"
+    total_weight: "torch.Tensor"
+
+
+class _Batcher:
+    """Cuts this process's shard (every num_processes-th example) out of a global batch."""
+
+    def __init__(self, encoded: list[tuple[list[int], int]], weights: "torch.Tensor", pad: int, rank: int,
+                 processes: int):
+        self.encoded, self.weights, self.pad = encoded, weights, pad
+        self.rank, self.processes = rank, processes
+
+    def __call__(self, indices: list[int], device: "torch.device") -> _Shard:
+        """The shard of global batch `indices`, as tensors on `device`."""
+        mine = indices[self.rank:: self.processes]
+        input_ids, labels, attention = _collate([self.encoded[i] for i in mine], self.pad)
+        total = self.weights[indices].to(device).sum().clamp(min=1e-8)
+        return _Shard(input_ids.to(device), labels.to(device), attention.to(device),
+                      self.weights[mine].to(device), total)
+
+
+def _train_step(accelerator, model, optimizer, shard: _Shard, config: TrainConfig) -> float:
+    """One optimiser step on this process's shard; returns the global batch's loss.
+
+    Each process's loss is its part of the global weighted mean, times the process count, since
+    Accelerate's DDP averages gradients over processes: the update is that of the whole batch.
+    """
+    logits = model(input_ids=shard.input_ids, attention_mask=shard.attention).logits
+    part = _weighted_completion_loss(logits.float(), shard.labels, shard.weights, shard.total_weight)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(part * accelerator.num_processes)
+    if config.grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return float(accelerator.reduce(part.detach(), reduction="sum").item())
+
+
+def _report(step: int, total_steps: int, loss: float, config: TrainConfig,
+            progress: Callable[[int, int, float], None] | None) -> None:
+    if progress is not None:
+        progress(step, total_steps, loss)
+    if config.log_every and (step % config.log_every == 0 or step == total_steps):
+        logger.info("step %d/%d loss %.4f", step, total_steps, loss)
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """The learning-rate factor of each step: linear warmup to 1, then a cosine down to `min_ratio`
+    at `total_steps` (for torch's LambdaLR)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return min_ratio + (1 - min_ratio) * cosine
+    return factor
+
+
+def _collate(items: list[tuple[list[int], int]], pad: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad, dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, prompt_len: len(ids)] = torch.tensor(ids[prompt_len:])
+    return input_ids, labels, attention
+
+
+def _weighted_completion_loss(logits, labels, weights, total_weight):
+    """Weighted sum over examples of each example's mean next-token loss on its completion, over `total_weight`.
+
+    With `total_weight` the weight of the whole global batch, the processes' values add up to the
+    global batch's weighted mean.
+    """
+    import torch.nn.functional as F
+
+    shift_logits = logits[:, :-1, :]
+    shift_labels = labels[:, 1:]
+    token_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+        ignore_index=-100, reduction="none",
+    ).view(shift_labels.shape)
+    mask = (shift_labels != -100).float()
+    per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return (per_example * weights).sum() / total_weight
+
+
+def write_model_card(folder: Path, title: str, sections: dict) -> Path:
+    """Write README.md (human) and flywheel_card.json (machine) describing a checkpoint."""
+    folder = Path(folder)
+    lines = [f"# {title}", ""]
+    for key, value in sections.items():
+        rendered = json.dumps(value, indent=2, default=str) if isinstance(value, (dict, list)) else value
+        lines += [f"## {key}", "", f"```\n{rendered}\n```" if isinstance(value, (dict, list)) else str(rendered), ""]
+    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    card = folder / "flywheel_card.json"
+    card.write_text(json.dumps(sections, indent=2, default=str), encoding="utf-8")
+    return card
+
+
+def selected_examples(lake, iteration: int, policy_hash: str, model_id: str,
+                      sampling_hash: str | None = None) -> list[dict]:
+    """Kept samples of one selection of one round's candidates: id, weight, completion, problem."""
+    from tasks.lake.sql import connect
+
+    return connect(lake).execute(
+        """SELECT s.candidate_id, s.weight, c.text, p.problem
+           FROM selections s JOIN candidates c USING (candidate_id) JOIN prompts p ON p.prompt_id = c.prompt_id
+           WHERE s.iteration = ? AND s.policy_hash = ? AND c.model_id = ?
+             AND (? IS NULL OR c.sampling_hash = ?)
+           ORDER BY s.candidate_id""", [iteration, policy_hash, model_id, sampling_hash, sampling_hash]
+    ).to_arrow_table().to_pylist()
+
+
+def train_config_for_stage(stage) -> TrainConfig:
+    """The TrainConfig of a loop's finetune stage: every stage field that names a TrainConfig field."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in stage.model_dump().items() if k in names})
+
+
+def save_checkpoint(model, tokenizer, output: Path, title: str, card: dict) -> Path:
+    """Save a plain transformers model folder with its card, atomically (staging folder, then rename)."""
+    import shutil
+
+    output = Path(output)
+    staging = output.with_name(f".{output.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    write_model_card(staging, title, card)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    crash_point("save-checkpoint")
+    try:
+        staging.rename(output)  # never replaces a folder: a checkpoint is not deleted to make room
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointConflict(f"cannot save the checkpoint: {output} already exists "
+                                 f"({error.strerror}); it is left as it is") from None
+    return output.resolve()
+
+
+class CheckpointConflict(RuntimeError):
+    """A checkpoint folder already holds a model trained from other inputs; nothing is deleted."""
+
+
+def refuse_other_checkpoint(output: Path, model_id: str, inputs: dict, what: str) -> None:
+    """Raise CheckpointConflict when `output` exists but does not hold `model_id`, naming the input
+    that differs (from the card's recorded inputs) so the user can pick a new run id instead."""
+    if not output.exists():
+        return
+    card_path = output / "flywheel_card.json"
+    try:
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    except ValueError:
+        card = {}
+    if card.get("model_id") == model_id:
+        return
+    recorded = card.get("inputs") or {}
+    differing = [name for name in inputs if name in recorded and recorded[name] != inputs[name]]
+    why = (f"its {', '.join(differing)} differ" if differing
+           else "it was trained from other inputs" if card else "it is not a Flywheel checkpoint")
+    raise CheckpointConflict(
+        f"{what}: {output} already holds model {card.get('model_id', '?')} and {why}; these inputs make "
+        f"{model_id}. The folder is kept: use a new run_id, or move the folder away to train again")
+
+
+def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
+                          start_model_id: str, output: Path, stage, fmt,
+                          sampling_hash: str | None = None, run_id: str | None = None) -> tuple[Path, str, bool]:
+    """Train the next model on a selection and register it; reuse it when the inputs match.
+
+    The model id is a hash of its inputs (start model, kept samples and weights, settings), so a
+    rerun finds the finished checkpoint instead of training again. A folder at `output` holding a
+    model from other inputs is refused (CheckpointConflict), never deleted. Returns (path,
+    model_id, reused).
+    """
+    from datetime import datetime, timezone
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.generation.generate import format_prompt
+    from tasks.lake import ids
+
+    rows = selected_examples(lake, iteration, policy_hash, source_model_id, sampling_hash)
+    if not rows:
+        raise ValueError(f"selection {policy_hash} kept no samples in iteration {iteration}: nothing to finetune on")
+    examples_hash = ids.content_hash("examples", [(r["candidate_id"], r["weight"]) for r in rows])
+    input_hash = ids.content_hash("finetune", start_model_id, [(r["candidate_id"], r["weight"]) for r in rows],
+                                  stage.model_dump(), fmt.model_dump())
+    model_id = f"ft-{input_hash}"
+    inputs = {"start model": start_model_id, "selection": policy_hash, "kept samples": examples_hash,
+              "finetune config": stage.model_dump(mode="json"), "prompt format": fmt.model_dump(mode="json")}
+    output = Path(output)
+    refuse_other_checkpoint(output, model_id, inputs, f"{run_id or 'run'} iteration {iteration + 1}")
+    card_path = output / "flywheel_card.json"
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        if not lake.existing_keys("models", iteration + 1, ["model_id"]) >= {(model_id,)}:
+            # a crash between saving the checkpoint and registering it: register it now
+            _register_model(lake, card, output)
+        return output.resolve(), model_id, True
+
+    tokenizer = AutoTokenizer.from_pretrained(start_path)
+    model = AutoModelForCausalLM.from_pretrained(start_path)
+    examples = [Example(format_prompt(r["problem"], fmt, tokenizer), r["text"],
+                        float(r["weight"]) if stage.use_weights else 1.0) for r in rows]
+    config = train_config_for_stage(stage)
+    with progress_bar(f"finetune iteration {iteration}", None, "step") as bar:
+        def report(step: int, total: int, loss: float) -> None:
+            if bar.done == 0:
+                bar.set_total(total)
+            bar.to(step, loss=loss)
+        result = train(model, tokenizer, examples, config, progress=report)
+    card = {
+        "model_id": model_id, "kind": "finetuned", "parent_id": source_model_id, "start_model_id": start_model_id,
+        "iteration": iteration + 1, "selection_hash": policy_hash, "examples": len(examples),
+        "train": result.summary(), "finetune": stage.model_dump(), "lora": config.lora_card(), "inputs": inputs,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_checkpoint(model, tokenizer, output, f"Flywheel checkpoint, iteration {iteration + 1}", card)
+    _register_model(lake, card, output)
+    return output.resolve(), model_id, False
+
+
+def _register_model(lake, card: dict, output: Path) -> None:
+    """The checkpoint's row in the models table, from its card."""
+    from datetime import datetime
+
+    train = card["train"]
+    lake.write("models", [{
+        "model_id": card["model_id"], "parent_id": card["parent_id"], "iteration": card["iteration"],
+        "path": str(Path(output).resolve()), "selection_hash": card["selection_hash"],
+        "num_examples": card["examples"], "train_steps": train["steps"], "train_loss": train["mean_loss_last_10pct"],
+        "train_seconds": train["seconds"], "created_at": datetime.fromisoformat(card["created_at"]),
+        "metrics": json.dumps(train),
+    }], iteration=card["iteration"], shard=f"model-{card['model_id']}")
