@@ -33,6 +33,20 @@ SUMMARY_SQL = [
 ]
 
 
+def prompt_table(prompts: int) -> pa.Table:
+    """Synthetic prompts p0..p{prompts-1}: every tenth in the eval split, the others train."""
+    idx = np.arange(prompts)
+    return pa.table({
+        "prompt_id": pa.array([f"p{i:011d}" for i in idx]),
+        "iteration": pa.array(np.zeros(prompts, dtype=np.int32)),
+        "source": pa.array(["bench"] * prompts),
+        "split": pa.array(np.where(idx % 10 == 0, "eval", "train")),
+        "problem": pa.array([f"{i % 9}+{i % 7}" for i in idx]),
+        "reference_answer": pa.array([str(i % 97) for i in idx]),
+        "metadata": pa.nulls(prompts, pa.string()),
+    })
+
+
 def candidate_shard(start: int, rows: int, iteration: int, n_samples: int) -> pa.Table:
     """A synthetic shard of candidate rows (ids are plain strings; content is realistic size)."""
     idx = np.arange(start, start + rows)
@@ -120,6 +134,7 @@ def main() -> None:
     lake = Lake(root)
     per_iteration = args.rows // args.iterations
     try:
+        lake.write("prompts", prompt_table(-(-args.rows // args.samples_per_prompt)), iteration=0)
         for table, make in (("candidates", candidate_shard), ("scores", score_shard)):
             build_s = write_s = 0.0
             for it in range(args.iterations):

@@ -35,7 +35,7 @@ from tasks.evaluation.evaluate import score_map
 from tasks.generation.generate import (GenerationBackend, LazyBackend, check_model_folder, generate_candidates,
                             generation_hash, model_id_for)
 from tasks.evaluation.metrics import avg_at_n, pass_at_n
-from tasks.lake.sql import connect
+from tasks.lake.sql import connect, refresh_views_file
 from tasks.lake.store import Lake
 from tasks.scoring.judge import GenerativeJudge, JudgeRequest
 from tasks.scoring.judge_stage import judge_candidates
@@ -346,4 +346,5 @@ def best_of_n_flow(config: BestOfNConfig) -> dict:
     (out_dir / "best_of_n.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"best-of-{config.sampling.n} on {len(prompts)} {config.split} prompts:\n{table}\n"
           f"report written to {out_dir / 'best_of_n.md'}")
+    refresh_views_file(config.lake)
     return result

@@ -29,6 +29,7 @@ from tasks.prompts.sources import demo_prompt_rows, write_prompts
 from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer
 from tasks.scoring.verify import extract_answer
 from tasks.training.finetune import Example, TrainConfig, train, write_model_card
+from tasks.lake.sql import refresh_views_file
 
 logger = logging.getLogger("flywheel.bootstrap")
 
@@ -165,4 +166,5 @@ def bootstrap_flow(config: BootstrapConfig = BootstrapConfig(), lake_root: str =
           f"greedy {held['greedy_accuracy']:.1%}, "
           + ", ".join(f"{k} {v:.1%}" for k, v in held.items() if "@" in k)
           + f"; prompts written {prompts['written']}")
+    refresh_views_file(lake_root)
     return {"path": path, "reused": reused, **card}

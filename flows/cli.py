@@ -19,7 +19,7 @@ from schemas import SchemaError
 from tasks.generation.generate import GenerationError
 from tasks.generation.ref_logprobs import ReferenceModelError
 from tasks.lake.lock import LockBusy
-from tasks.lake.sql import connect, write_views_file
+from tasks.lake.sql import connect, refresh_views_file, write_views_file
 from tasks.lake.store import Lake, LakeError, default_lake_root
 from tasks.runtime.progress import progress_enabled
 from tasks.runtime.reaper import watch_this_process
@@ -125,6 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     print(json.dumps(report.__dict__, indent=2))
+    refresh_views_file(args.lake)
     return 0
 
 
@@ -190,6 +191,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     finally:
         scorer.close()
     print(json.dumps(report.__dict__, indent=2))
+    refresh_views_file(args.lake)
     return 0
 
 
@@ -277,8 +279,24 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     lake = Lake(args.lake)
     configs = [PromptSourceConfig.from_yaml(path) for path in args.source]
     print(json.dumps(load_prompt_sources(lake, configs), indent=2))
+    refresh_views_file(args.lake)
     return 0
 
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write what a run kept in one iteration (SFT) or preference pairs (DPO) as a dataset."""
+    from tasks.selection.export import export_dpo_pairs, export_sft, run_policy_hash
+
+    lake = Lake(args.lake)
+    lake.require_exists()
+    if args.format == "sft":
+        path = export_sft(lake, args.iteration, run_policy_hash(lake, args.run, args.iteration), args.out,
+                          args.template)
+    else:
+        run_policy_hash(lake, args.run, args.iteration)  # the run must have finished that round
+        path = export_dpo_pairs(lake, args.iteration, {"scorer": args.score}, args.out, args.template)
+    print(f"{path} (Hugging Face dataset; load_from_disk) and {path}.parquet")
+    return 0
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -367,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bootstrap, the demo loops and the report in one flow run")
     demo.add_argument("--config", action="append", help="loop config (repeatable; default: the two demo configs)")
     demo.set_defaults(func=cmd_demo)
+
+    export = sub.add_parser("export", help="write a run's kept samples (sft) or preference pairs (dpo) "
+                                           "as a Hugging Face dataset and a Parquet file")
+    export.add_argument("--run", required=True, help="run id (its round's selection is exported)")
+    export.add_argument("--iteration", type=int, required=True)
+    export.add_argument("--format", choices=["sft", "dpo"], required=True)
+    export.add_argument("--out", required=True, help="folder: <out>/<format> and <out>/<format>.parquet")
+    export.add_argument("--score", default="verifier",
+                        help="dpo: the score that picks chosen (highest) and rejected (lowest), e.g. orm")
+    export.add_argument("--template", default="Q: {problem}\n", help="prompt template with {problem}")
+    export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="write data/reports/<run>/report.md with plots")
     report.add_argument("--run", action="append", help="run id (repeat to compare runs; default: all)")

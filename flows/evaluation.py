@@ -6,6 +6,7 @@ from prefect import flow
 from flows.iteration import ModelRef, evaluate_task
 from schemas.loop import LoopConfig
 from tasks.generation.generate import LazyBackend, model_id_for
+from tasks.lake.sql import refresh_views_file
 
 
 @flow(name="flywheel-evaluate", log_prints=True)
@@ -19,4 +20,5 @@ def evaluation_flow(model: str, config: LoopConfig | None = None, lake: str = "d
         values = evaluate_task(config, engine, ModelRef(model, model_id_for(model)), iteration)
     finally:
         engine.close()
+    refresh_views_file(config.lake)
     return {"model": model, "run_id": run_id, "iteration": iteration, "metrics": values}

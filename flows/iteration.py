@@ -32,7 +32,7 @@ from tasks.scoring.score import (PRLScorer, StepVerifierScorer, VerifierScorer, 
                          score_candidates)
 from tasks.selection.select import policy_hash
 from tasks.training.finetune import finetune_on_selection
-from tasks.lake.sql import connect
+from tasks.lake.sql import connect, refresh_views_file
 from tasks.scoring.verify import MathSettings
 from tasks.selection.select import select
 
@@ -275,7 +275,9 @@ def run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None
     the result and, if asked, the still-running engine over the new model for the next round."""
     try:
         with iteration_lock(config.lake, iteration):
-            return _run_iteration(config, iteration, engine, keep_engine)
+            outcome = _run_iteration(config, iteration, engine, keep_engine)
+        refresh_views_file(config.lake)
+        return outcome
     except BaseException:
         if engine is not None:
             engine.close()

@@ -30,7 +30,7 @@ from tasks.evaluation.rm_eval import answer_correct_with_wrong_step, best_of_n_v
 from tasks.generation.generate import LazyBackend, check_model_folder, format_prompt, generate_candidates, generation_hash
 from tasks.generation.generate import model_id_for
 from tasks.lake.ids import content_hash
-from tasks.lake.sql import connect
+from tasks.lake.sql import connect, refresh_views_file
 from tasks.lake.store import Lake
 from tasks.scoring.math_shepherd import MathShepherdScorer
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
@@ -253,4 +253,5 @@ def reward_models_flow(config: RewardModelsConfig) -> dict:
     markdown = render_markdown(config, figures, models)
     (out_dir / "reward_models.md").write_text(markdown)
     print(f"reward-model report written to {out_dir / 'reward_models.md'}")
+    refresh_views_file(config.lake)
     return result

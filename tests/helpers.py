@@ -24,6 +24,18 @@ def simple_score_rows(n: int, iteration: int = 0, scorer: str = "verifier") -> l
     ]
 
 
+
+def simple_prompt_and_candidate_rows(n: int, iteration: int = 0) -> tuple[list[dict], list[dict]]:
+    """The train prompts p0..p2 and candidates c0..c{n-1} (model m) that `simple_score_rows`
+    scores."""
+    prompts = [dict(prompt_id=f"p{i}", iteration=iteration, source="t", split="train", problem=f"p{i}",
+                    reference_answer=str(i), metadata=None) for i in range(min(n, 3))]
+    candidates = [dict(candidate_id=f"c{i}", prompt_id=f"p{i % 3}", model_id="m", iteration=iteration,
+                       sampling_hash="s", sample_index=i // 3, text=str(i), steps=[str(i)], num_tokens=1,
+                       finish_reason="stop", cumulative_logprob=None, token_ids=None, token_logprobs=None,
+                       step_token_ends=None) for i in range(n)]
+    return prompts, candidates
+
 # ---------------------------------------------------------------- a hand-built scored lake
 
 MODEL, SAMPLING, SOURCE = "model-0", "sampling-0", "test"

@@ -1,14 +1,17 @@
 """SFT and DPO exports read back with datasets.load_from_disk and pyarrow."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
 import datasets
 import pyarrow.parquet as pq
 import pytest
 
 from schemas.policy import PRESETS, KeepCorrect, PrlWeights, ScoreRef, SelectionPolicy
 from tasks.selection.export import export_dpo_pairs, export_sft
-from tasks.selection.select import policy_hash
-from tasks.selection.select import select
+from tasks.selection.select import policy_hash, select
+from tests.conftest import run_cli
 from tests.helpers import WORLD, build, cid, pid
 
 
@@ -113,3 +116,40 @@ def test_export_dpo_pairs_with_only_ties_is_an_error(lake, tmp_path):
     build(lake, {"c": WORLD["c"]})
     with pytest.raises(ValueError, match="no DPO pairs in iteration 0: .* tie on orm.value"):
         export_dpo_pairs(lake, 0, ScoreRef(scorer="orm"), tmp_path)
+
+
+def _models_row(run_id: str, iteration: int, selection_hash: str, root: Path) -> dict:
+    return dict(model_id=f"ft-{run_id}-{iteration}", parent_id="base", iteration=iteration,
+                path=str(root / "models" / run_id / f"iter-{iteration}"), selection_hash=selection_hash,
+                num_examples=5, train_steps=1, train_loss=0.5, train_seconds=1.0,
+                created_at=datetime.now(timezone.utc), metrics=None)
+
+
+def test_the_export_command_writes_a_runs_kept_samples_and_pairs(lake, tmp_path):
+    build(lake, WORLD)
+    kept = SelectionPolicy(name="w", steps=[KeepCorrect()])
+    other = SelectionPolicy(name="other", steps=[KeepCorrect(), PrlWeights()])
+    select(lake, 0, kept)
+    select(lake, 0, other)
+    lake.write("models", [_models_row("r1", 1, policy_hash(kept), tmp_path),
+                          _models_row("r2", 1, policy_hash(other), tmp_path)], 1)
+    out = tmp_path / "out"
+    proc = run_cli("--lake", str(lake.root), "export", "--run", "r1", "--iteration", "0", "--format", "sft",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = datasets.load_from_disk(str(out / "sft"))
+    assert sorted(data["candidate_id"]) == sorted(cid(n[0], int(n[1])) for n in ("a0", "a1", "a3", "b0", "b1"))
+    assert set(data["weight"]) == {1.0}  # r1's policy, not r2's PRL-weighted one
+    assert pq.read_table(out / "sft.parquet").num_rows == 5
+
+    proc = run_cli("--lake", str(lake.root), "export", "--run", "r1", "--iteration", "0", "--format", "dpo",
+                   "--score", "orm", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    pairs = datasets.load_from_disk(str(out / "dpo"))
+    assert pairs.num_rows >= 1 and all(c > r for c, r in zip(pairs["chosen_score"], pairs["rejected_score"]))
+
+    proc = run_cli("--lake", str(lake.root), "export", "--run", "nope", "--iteration", "0", "--format", "sft",
+                   "--out", str(tmp_path / "none"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("flywheel: error: run 'nope' has no model finetuned on iteration 0")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "none").exists()

@@ -13,7 +13,7 @@ from tasks.lake import ids
 from tasks.lake.sql import connect, write_views_file
 from tasks.lake.store import DuplicateKeyError, Lake, LakeError
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import simple_score_rows
+from tests.helpers import simple_prompt_and_candidate_rows, simple_score_rows
 
 
 def test_write_then_read_roundtrip(lake: Lake):
@@ -177,6 +177,9 @@ def test_ids_are_deterministic_and_distinct():
 
 
 def test_views_work_from_another_working_directory(lake: Lake, tmp_path: Path):
+    prompts, candidates = simple_prompt_and_candidate_rows(6)
+    lake.write("prompts", prompts, iteration=0)
+    lake.write("candidates", candidates, iteration=0)
     lake.write("scores", simple_score_rows(6), iteration=0)
     views = write_views_file(lake)
     elsewhere = tmp_path / "elsewhere"
@@ -201,6 +204,9 @@ def test_empty_tables_have_typed_views(lake: Lake):
 
 
 def test_solve_rate_and_yield_views(lake: Lake):
+    prompts, candidates = simple_prompt_and_candidate_rows(6)
+    lake.write("prompts", prompts, iteration=0)
+    lake.write("candidates", candidates, iteration=0)
     lake.write("scores", simple_score_rows(6), iteration=0)
     con = connect(lake)
     rates = dict(con.sql("SELECT prompt_id, solve_rate FROM prompt_solve_rate").fetchall())
@@ -210,7 +216,7 @@ def test_solve_rate_and_yield_views(lake: Lake):
     assert row == (6, 3, 3)
     per_table = dict(con.sql(
         "SELECT table_name, n_rows FROM table_rows WHERE iteration = 0").fetchall())
-    assert per_table == {"scores": 6}
+    assert per_table == {"prompts": 3, "candidates": 6, "scores": 6}
 
 
 def test_corrupt_shard_is_named(lake: Lake):

@@ -72,34 +72,52 @@ CONVENIENCE_VIEWS = {
         f"GROUP BY {PARTITION}"
         for name in TABLES
     ),
+    # per iteration, split, model and prompt: the rule verifier's verdicts on its candidates
     "prompt_solve_rate": f"""
-        SELECT {PARTITION}, prompt_id,
+        SELECT s.{PARTITION}, p.split, c.model_id, s.prompt_id,
                count(*) AS n_scored,
-               count(*) FILTER (WHERE label = 'correct') AS n_correct,
-               count(*) FILTER (WHERE label = 'unparseable') AS n_unparseable,
-               count(*) FILTER (WHERE label = 'timeout') AS n_timeout,
-               count(*) FILTER (WHERE label = 'correct') / count(*) AS solve_rate
-        FROM scores WHERE scorer = '{VERIFIER}'
-        GROUP BY {PARTITION}, prompt_id""",
+               count(*) FILTER (WHERE s.label = 'correct') AS n_correct,
+               count(*) FILTER (WHERE s.label = 'unparseable') AS n_unparseable,
+               count(*) FILTER (WHERE s.label = 'timeout') AS n_timeout,
+               count(*) FILTER (WHERE s.label = 'correct') / count(*) AS solve_rate
+        FROM scores s
+        JOIN candidates c ON c.candidate_id = s.candidate_id
+        JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p ON p.prompt_id = s.prompt_id
+        WHERE s.scorer = '{VERIFIER}'
+        GROUP BY s.{PARTITION}, p.split, c.model_id, s.prompt_id""",
+    # per iteration, split, model and selection policy: what was generated, solved and kept
     "iteration_yield": f"""
         WITH solved AS (
-            SELECT {PARTITION}, count(*) AS n_prompts, sum(n_scored) AS n_scored,
+            SELECT {PARTITION}, split, model_id, count(*) AS n_prompts, sum(n_scored) AS n_scored,
                    sum(n_correct) AS n_correct, count(*) FILTER (WHERE n_correct > 0) AS n_solved
-            FROM prompt_solve_rate GROUP BY {PARTITION}),
-        generated AS (SELECT {PARTITION}, count(*) AS n_candidates FROM candidates GROUP BY {PARTITION}),
-        kept AS (SELECT {PARTITION}, count(DISTINCT candidate_id) AS n_kept
-                 FROM selections GROUP BY {PARTITION})
-        SELECT {PARTITION},
-               coalesce(g.n_candidates, 0) AS n_candidates,
+            FROM prompt_solve_rate GROUP BY {PARTITION}, split, model_id),
+        generated AS (
+            SELECT c.{PARTITION}, p.split, c.model_id, count(*) AS n_candidates
+            FROM candidates c JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p
+                 ON p.prompt_id = c.prompt_id
+            GROUP BY c.{PARTITION}, p.split, c.model_id),
+        kept AS (
+            SELECT s.{PARTITION}, p.split, c.model_id, s.policy_name,
+                   count(DISTINCT s.candidate_id) AS n_kept
+            FROM selections s
+            JOIN candidates c ON c.candidate_id = s.candidate_id
+            JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p ON p.prompt_id = s.prompt_id
+            GROUP BY s.{PARTITION}, p.split, c.model_id, s.policy_name)
+        SELECT g.{PARTITION}, g.split, g.model_id, k.policy_name,
+               g.n_candidates,
                coalesce(s.n_prompts, 0) AS n_prompts,
                coalesce(s.n_scored, 0) AS n_scored,
                coalesce(s.n_correct, 0) AS n_correct,
                coalesce(s.n_solved, 0) AS n_prompts_solved,
                s.n_correct / nullif(s.n_scored, 0) AS solve_rate,
                coalesce(k.n_kept, 0) AS n_kept,
-               k.n_kept / nullif(g.n_candidates, 0) AS yield
-        FROM generated g FULL JOIN solved s USING ({PARTITION}) FULL JOIN kept k USING ({PARTITION})
-        ORDER BY {PARTITION}""",
+               coalesce(k.n_kept, 0) / g.n_candidates AS yield
+        FROM generated g
+        LEFT JOIN solved s
+             ON s.{PARTITION} = g.{PARTITION} AND s.split = g.split AND s.model_id = g.model_id
+        LEFT JOIN kept k
+             ON k.{PARTITION} = g.{PARTITION} AND k.split = g.split AND k.model_id = g.model_id
+        ORDER BY g.{PARTITION}, g.split, g.model_id, k.policy_name""",
 }
 
 
@@ -115,7 +133,8 @@ def views_sql(lake: Lake, filters: dict[str, dict[str, str]] | None = None) -> s
 
 
 def write_views_file(lake: Lake) -> Path:
-    """Write the views script to <lake>/views.sql atomically and return its path."""
+    """Write the views script to <lake>/views.sql atomically and return its path (flows and the
+    CLI call it after they write, so `duckdb -init <lake>/views.sql` sees every table)."""
     lake.require_exists()
     target = lake.root / VIEWS_FILE
     temp = lake.root / f".{VIEWS_FILE}.tmp-{os.getpid()}"
@@ -136,3 +155,9 @@ def connect(lake: Lake, filters: dict[str, dict[str, str]] | None = None) -> duc
     return con
 
 
+
+
+def refresh_views_file(root: str | os.PathLike[str]) -> Path | None:
+    """Rewrite <root>/views.sql when the lake exists (after a flow or command wrote to it)."""
+    lake = Lake(root)
+    return write_views_file(lake) if lake.root.is_dir() else None

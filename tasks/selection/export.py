@@ -62,6 +62,21 @@ def check_template(template: str) -> str:
     return template
 
 
+def run_policy_hash(lake: Lake, run_id: str, iteration: int) -> str:
+    """The hash of the selection policy a run finetuned on in `iteration`: read from the models row
+    of the checkpoint that round made (`<models_dir>/<run_id>/iter-<iteration + 1>`)."""
+    it = int(iteration)
+    rows = connect(lake).execute(
+        "SELECT DISTINCT selection_hash FROM models WHERE iteration = ? AND path LIKE ? AND selection_hash IS NOT NULL",
+        [it + 1, f"%/{run_id}/iter-{it + 1}"]).fetchall()
+    if not rows:
+        raise ValueError(f"run {run_id!r} has no model finetuned on iteration {it}'s selection in the lake "
+                         f"at {lake.root} (finish that round first, or check the run id)")
+    if len(rows) > 1:
+        raise ValueError(f"run {run_id!r} finetuned iteration {it} on {len(rows)} different selections: "
+                         f"{', '.join(sorted(r[0] for r in rows))}")
+    return rows[0][0]
+
 def export_sft(lake: Lake, iteration: int, policy_hash: str, out_dir: str | os.PathLike[str],
                prompt_template: str = DEFAULT_PROMPT_TEMPLATE) -> Path:
     """Write the samples a policy kept as a prompt/completion dataset; return its folder.
