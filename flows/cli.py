@@ -22,6 +22,7 @@ from tasks.lake.lock import LockBusy
 from tasks.lake.sql import connect, refresh_views_file, write_views_file
 from tasks.lake.store import Lake, LakeError, default_lake_root
 from tasks.runtime.progress import progress_enabled
+from tasks.runtime.logs import library_log_path, route_library_logs
 from tasks.runtime.reaper import watch_this_process
 from tasks.scoring.judge import JudgeError
 from tasks.scoring.reward_model import RewardModelError
@@ -32,6 +33,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.E
                                                 RewardModelError, StageFailed, LockBusy, JudgeError)
 
 
+# subcommands that may start an engine or train (their libraries' INFO logs go to a file)
+ENGINE_COMMANDS = {"generate", "score"}
 # subcommands that run Prefect flows (their log lines go to stdout)
 FLOW_COMMANDS = {"bootstrap", "reward-models", "best-of-n", "run", "iterate", "eval", "demo", "report"}
 
@@ -303,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
     parser.add_argument("--lake", default=default_lake_root(),
                         help="lake root (default: $FLYWHEEL_LAKE or data/lake)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's logs in the terminal (default: INFO lines go to data/logs/)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sql = sub.add_parser("sql", help="query the lake with DuckDB SQL (no query: interactive shell)")
@@ -434,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not progress_enabled():  # Hugging Face's bars follow the project's rule: a terminal only
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
+        if args.command in FLOW_COMMANDS | ENGINE_COMMANDS:
+            log_file = route_library_logs(library_log_path(args.lake, args.command), show_all=args.verbose)
+            if log_file is not None and sys.stderr.isatty():  # scripts read stderr as one error line
+                print(f"flywheel: engine and library logs: {log_file}", file=sys.stderr)
         if args.command in FLOW_COMMANDS:
             _flow_logs_to_stdout()
         return func(args)
