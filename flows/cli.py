@@ -102,16 +102,34 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(args: argparse.Namespace, **names: str) -> dict:
+    """{field: value} for the command-line options that were given (not None), renamed."""
+    return {field: getattr(args, option) for field, option in names.items() if getattr(args, option) is not None}
+
+
+def generation_stage_for(args: argparse.Namespace):
+    """The loop's generation stage (from --config, else the loop's defaults) with the options given
+    on the command line applied over it."""
+    from schemas.loop import GenerationStage
+
+    config = _load_loop_config(args.config, args.lake_override) if args.config else None
+    stage = config.generation if config else GenerationStage()
+    sampling = stage.sampling.model_copy(update=_given(args, n="n", temperature="temperature",
+                                                         max_tokens="max_tokens", seed="seed"))
+    engine = stage.engine.model_copy(update=_given(args, backend="backend", base_url="base_url"))
+    fmt = stage.format.model_copy(update=_given(args, template="template"))
+    stage = stage.model_copy(update={"sampling": sampling, "engine": engine, "format": fmt,
+                                     **_given(args, chunk_size="chunk_size")})
+    return GenerationStage.model_validate(stage.model_dump()), (config.lake if config else args.lake)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Sample candidates from a model for the prompts of one split."""
-    from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
-    from tasks.generation.generate import LazyBackend, generate_candidates, model_id_for
+    """Sample candidates from a model for the prompts of one split, with the loop's settings."""
+    from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
     from tasks.lake.sql import connect
 
-    sampling = SamplingConfig(n=args.n, temperature=args.temperature, max_tokens=args.max_tokens,
-                              seed=args.seed)
-    engine = EngineConfig(backend=args.backend, base_url=args.base_url)
-    lake = Lake(args.lake)
+    stage, lake_root = generation_stage_for(args)
+    lake = Lake(lake_root)
     lake.require_exists()
     prompts = connect(lake).execute(
         "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
@@ -120,15 +138,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompts = prompts[: args.limit]
     if not prompts:
         raise CommandError(f"no prompts with split {args.split!r} in the lake at {lake.root}")
-    backend = LazyBackend(args.model, engine)
+    backend = LazyBackend(args.model, stage.engine)
     try:
-        report = generate_candidates(lake, backend, prompts, model_id=model_id_for(args.model),
-                                     iteration=args.iteration, sampling=sampling,
-                                     fmt=PromptFormat(template=args.template), chunk_size=args.chunk_size)
+        report = generate_for_stage(lake, backend, prompts, model_id=model_id_for(args.model),
+                                    iteration=args.iteration, stage=stage)
     finally:
         backend.close()
     print(json.dumps(report.__dict__, indent=2))
-    refresh_views_file(args.lake)
+    refresh_views_file(lake.root)
     return 0
 
 
@@ -164,15 +181,18 @@ def _score_with_engine(args: argparse.Namespace, lake: Lake, candidates: list[di
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Run one scorer over an iteration's candidates (resuming)."""
-    from tasks.scoring.score import load_candidates, make_scorer, score_candidates
+    from schemas.loop import ScoringStage
+    from tasks.scoring.score import load_candidates, make_scorer, score_candidates, verifier_for_stage
 
-    lake = Lake(args.lake)
+    config = _load_loop_config(args.config, args.lake_override) if args.config else None
+    lake = Lake(config.lake if config else args.lake)
     lake.require_exists()
     needs_model = ("orm", "prm", "math_shepherd", "judge")
     if args.scorer in needs_model and not args.model:
         raise CommandError(f"scorer {args.scorer!r} needs --model (the "
                            f"{'reward model' if args.scorer in ('orm', 'prm') else 'generating model'} folder)")
-    options: dict = {"mode": args.mode} if args.scorer == "verifier" else {}
+    scoring = (config.scoring if config else ScoringStage()).model_copy(update=_given(args, verifier_mode="mode"))
+    options: dict = {}
     if args.scorer == "prl":
         if not args.reference:
             raise CommandError("scorer 'prl' needs --reference (the base model folder)")
@@ -188,13 +208,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.scorer in ("math_shepherd", "judge"):
         print(json.dumps(_score_with_engine(args, lake, candidates), indent=2))
         return 0
-    scorer = make_scorer(args.scorer, **options)
+    scorer = verifier_for_stage(scoring) if args.scorer == "verifier" else make_scorer(args.scorer, **options)
     try:
-        report = score_candidates(lake, scorer, candidates, args.iteration)
+        report = score_candidates(lake, scorer, candidates, args.iteration, chunk_size=scoring.chunk_size)
     finally:
         scorer.close()
     print(json.dumps(report.__dict__, indent=2))
-    refresh_views_file(args.lake)
+    refresh_views_file(lake.root)
     return 0
 
 
@@ -332,23 +352,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample n candidates per prompt of a split")
     gen.add_argument("--model", required=True, help="local model folder")
     gen.add_argument("--split", default="train", help="prompt split (default train)")
-    gen.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
-    gen.add_argument("--max-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--config", help="YAML LoopConfig whose generation settings to use (default: the loop's "
+                                      "defaults); the options below override it")
+    gen.add_argument("--n", type=int, help="samples per prompt (loop default 8)")
+    gen.add_argument("--max-tokens", type=int, help="loop default 64")
+    gen.add_argument("--temperature", type=float, help="loop default 0.8")
+    gen.add_argument("--seed", type=int, help="loop default 0")
     gen.add_argument("--iteration", type=int, default=0)
     gen.add_argument("--limit", type=int, help="only the first N prompts (by prompt_id)")
-    gen.add_argument("--chunk-size", type=int, default=512, help="prompts per shard")
-    gen.add_argument("--backend", choices=["vllm", "hf", "openai"], default="vllm")
+    gen.add_argument("--chunk-size", type=int, help="prompts per shard (loop default 1024)")
+    gen.add_argument("--backend", choices=["vllm", "hf", "openai"], help="loop default vllm")
     gen.add_argument("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
-    gen.add_argument("--template", default="Q: {problem}\n", help="prompt template with {problem}")
+    gen.add_argument("--template", help="prompt template with {problem} (loop default 'Q: {problem}\\n')")
     gen.set_defaults(func=cmd_generate)
 
     score = sub.add_parser("score", help="run one scorer over an iteration's candidates")
     score.add_argument("--scorer", required=True, help="scorer name (verifier, step_verifier, ...)")
     score.add_argument("--iteration", type=int, default=0)
     score.add_argument("--split", help="only candidates of prompts in this split")
-    score.add_argument("--mode", default="exact", choices=["exact", "math"], help="verifier comparison")
+    score.add_argument("--config", help="YAML LoopConfig whose scoring settings to use (default: the loop's)")
+    score.add_argument("--mode", choices=["exact", "math"], help="verifier comparison (loop default exact)")
     score.add_argument("--reference", help="prl: the reference (base) model folder")
     score.add_argument("--eta", type=float, default=1.0, help="prl: eta (beta = 1/eta)")
     score.add_argument("--model", help="orm/prm: the reward model folder; math_shepherd/judge: the model that samples")

@@ -19,22 +19,19 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.logs import run_logger
 from flows.errors import StageFailed
-from schemas.loop import LoopConfig, extractor_specs
+from flows.logs import run_logger
+from schemas.loop import LoopConfig
 from tasks.evaluation.evaluate import EVAL_SPLIT, eval_hash, evaluate_model
-from tasks.generation.generate import LazyBackend, generate_candidates, generation_chunks, generation_hash, model_id_for
+from tasks.generation.generate import LazyBackend, generate_for_stage, generation_chunks, generation_hash, model_id_for
 from tasks.lake.lock import iteration_lock
+from tasks.lake.sql import connect, refresh_views_file
 from tasks.lake.store import Lake
 from tasks.runtime.progress import progress_bar
 from tasks.runtime.runners import group_units, run_shards
-from tasks.scoring.score import (PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, prompt_chunks,
-                         score_candidates)
-from tasks.selection.select import policy_hash
+from tasks.scoring.score import PRLScorer, load_candidates, prompt_chunks, rule_scorers, score_candidates
+from tasks.selection.select import policy_hash, select
 from tasks.training.finetune import finetune_on_selection
-from tasks.lake.sql import connect, refresh_views_file
-from tasks.scoring.verify import MathSettings
-from tasks.selection.select import select
 
 
 
@@ -110,12 +107,7 @@ def round_sampling_hash(config: LoopConfig) -> str:
 
 def make_scorers(config: LoopConfig) -> list[Any]:
     """The rule scorers every candidate gets."""
-    s = config.scoring
-    scorers: list[Any] = [VerifierScorer(s.verifier_mode, extractor_specs(s.extractors), s.timeout_s, s.workers,
-                                         MathSettings(**s.math.model_dump()))]
-    if s.step_verifier:
-        scorers.append(StepVerifierScorer())
-    return scorers
+    return rule_scorers(config.scoring)
 
 
 def _evaluated(lake: Lake, run_id: str, model_id: str, iteration: int, config_hash: str) -> dict[str, float] | None:
@@ -167,9 +159,8 @@ def generate_shard_task(config: LoopConfig, engine: LazyBackend, model: ModelRef
     g = config.generation
     try:
         with progress_bar(f"generate iteration {iteration}", len(prompts), "prompt") as bar:
-            report = generate_candidates(
-                Lake(config.lake), engine, prompts, model_id=model.model_id, iteration=iteration,
-                sampling=g.sampling, fmt=g.format, chunk_size=g.chunk_size, step_separator=g.step_separator,
+            report = generate_for_stage(
+                Lake(config.lake), engine, prompts, model_id=model.model_id, iteration=iteration, stage=g,
                 progress=lambda done, total: bar.to(min(len(prompts), done * g.chunk_size)))
     finally:
         if engine.is_copy:

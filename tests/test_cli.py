@@ -133,3 +133,31 @@ def test_shipped_configs_are_valid():
     for name in ("demo.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml"):
         config = load_config(PROJECT_ROOT / "configs" / name, LoopConfig)
         assert config.rounds >= 1
+
+
+def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_path):
+    """Without options, `flywheel generate` and `flywheel score --scorer verifier` write the rows
+    a loop round with default settings writes: same sampling hash, step split and scorer version."""
+    from flows.iteration import make_scorers, round_sampling_hash
+    from schemas.loop import LoopConfig
+    from tasks.prompts.demo_task import make_splits
+    from tasks.prompts.sources import demo_prompt_rows, write_prompts
+
+    lake = Lake(tmp_path / "lake")
+    lake.root.mkdir()
+    write_prompts(lake, demo_prompt_rows(make_splits(5, 4, 2, seed=1)))
+    proc = run_cli("--lake", str(lake.root), "generate", "--model", str(tiny_model_dir), "--limit", "2",
+                   "--backend", "hf", "--max-tokens", "16")
+    assert proc.returncode == 0, proc.stderr
+    loop = LoopConfig(run_id="x", lake=str(lake.root))
+    loop = loop.model_copy(update={"generation": loop.generation.model_copy(
+        update={"sampling": loop.generation.sampling.model_copy(update={"max_tokens": 16})})})
+    rows = lake.read("candidates").to_pylist()
+    assert len(rows) == 2 * loop.generation.sampling.n
+    assert {r["sampling_hash"] for r in rows} == {round_sampling_hash(loop)}
+    proc = run_cli("--lake", str(lake.root), "score", "--scorer", "verifier")
+    assert proc.returncode == 0, proc.stderr
+    versions = {r["scorer_version"] for r in lake.read("scores").to_pylist()}
+    loop_verifier = make_scorers(loop)[0]
+    assert versions == {loop_verifier.version}
+    loop_verifier.close()

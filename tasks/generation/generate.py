@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from schemas import table_spec
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
+from schemas.loop import GenerationStage
 from tasks.generation.model_digest import ModelDigestError, folder_digest
 from tasks.lake import ids
 from tasks.lake.store import Lake
@@ -669,6 +670,16 @@ def generation_chunks(prompts: Sequence[dict], chunk_size: int) -> list[list[dic
         raise GenerationError(f"chunk_size must be at least 1, got {chunk_size}")
     ordered = sorted({p["prompt_id"]: p for p in prompts}.values(), key=lambda p: p["prompt_id"])
     return [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+
+
+def generate_for_stage(lake: Lake, backend: GenerationBackend, prompts: Sequence[dict], *, model_id: str,
+                       iteration: int, stage: GenerationStage,
+                       progress: Callable[[int, int], None] | None = None) -> GenerateReport:
+    """`generate_candidates` with a generation stage's settings (sampling, prompt format, step
+    separator, chunk size): what the loop and `flywheel generate` both call."""
+    return generate_candidates(lake, backend, prompts, model_id=model_id, iteration=iteration,
+                               sampling=stage.sampling, fmt=stage.format, chunk_size=stage.chunk_size,
+                               step_separator=stage.step_separator, progress=progress)
 
 
 def generate_candidates(

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import table_spec
+from schemas.loop import ScoringStage, extractor_specs
 from tasks.lake import ids
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
@@ -223,6 +224,19 @@ class PRLScorer:
         """Free the reference model."""
         self._reference = None
 
+
+
+def verifier_for_stage(stage: ScoringStage) -> VerifierScorer:
+    """The verifier scorer a scoring stage configures (mode, extractors, timeout, workers, math
+    settings): what the loop, evaluation and `flywheel score` all use."""
+    return VerifierScorer(stage.verifier_mode, extractor_specs(stage.extractors), stage.timeout_s, stage.workers,
+                          MathSettings(**stage.math.model_dump()))
+
+
+def rule_scorers(stage: ScoringStage) -> list[Any]:
+    """The rule scorers every candidate of a round gets: the verifier, and the step verifier when
+    the stage asks for it."""
+    return [verifier_for_stage(stage), *([StepVerifierScorer()] if stage.step_verifier else [])]
 
 SCORERS: dict[str, Callable[..., Any]] = {
     "verifier": VerifierScorer,
