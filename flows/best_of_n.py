@@ -22,8 +22,6 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.logs import run_logger
-from flows.report import reports_dir_for
-from flows.reward_models import split_prompts
 from schemas.best_of_n import METHOD_NAMES, BestOfNConfig
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks.lake import ids
@@ -36,7 +34,9 @@ from tasks.generation.generate import (GenerationBackend, LazyBackend, check_mod
                             generation_hash, model_id_for)
 from tasks.evaluation.metrics import avg_at_n, pass_at_n
 from tasks.lake.sql import connect, refresh_views_file
+from tasks.evaluation.report import reports_dir_for
 from tasks.lake.store import Lake
+from tasks.prompts.sources import split_prompts
 from tasks.scoring.judge import GenerativeJudge, JudgeRequest
 from tasks.scoring.judge_stage import judge_candidates
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer, check_reward_model_folder

@@ -126,18 +126,15 @@ def generation_stage_for(args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     """Sample candidates from a model for the prompts of one split, with the loop's settings."""
     from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
-    from tasks.lake.sql import connect
+    from tasks.prompts.sources import split_prompts
 
     stage, lake_root = generation_stage_for(args)
     lake = Lake(lake_root)
     lake.require_exists()
-    prompts = connect(lake).execute(
-        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
-        [args.split]).to_arrow_table().to_pylist()
-    if args.limit:
-        prompts = prompts[: args.limit]
-    if not prompts:
-        raise CommandError(f"no prompts with split {args.split!r} in the lake at {lake.root}")
+    try:
+        prompts = split_prompts(lake, args.split, args.limit)
+    except ValueError:
+        raise CommandError(f"no prompts with split {args.split!r} in the lake at {lake.root}") from None
     backend = LazyBackend(args.model, stage.engine)
     try:
         report = generate_for_stage(lake, backend, prompts, model_id=model_id_for(args.model),

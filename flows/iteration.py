@@ -27,6 +27,7 @@ from tasks.generation.generate import LazyBackend, generate_for_stage, generatio
 from tasks.lake.lock import iteration_lock
 from tasks.lake.sql import connect, refresh_views_file
 from tasks.lake.store import Lake
+from tasks.prompts.sources import split_prompts
 from tasks.runtime.progress import progress_bar
 from tasks.runtime.runners import group_units, run_shards
 from tasks.scoring.score import PRLScorer, load_candidates, prompt_chunks, rule_scorers, score_candidates
@@ -77,11 +78,7 @@ def model_for_round(config: LoopConfig, iteration: int) -> ModelRef:
 
 def train_prompts(lake: Lake, config: LoopConfig, iteration: int) -> list[dict]:
     """This round's train prompts: all of them, or a rotating slice of `prompts_per_round`."""
-    rows = connect(lake).execute(
-        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = 'train' "
-        "ORDER BY prompt_id").to_arrow_table().to_pylist()
-    if not rows:
-        raise ValueError(f"no train prompts in the lake at {lake.root}")
+    rows = split_prompts(lake, "train")
     per_round = config.generation.prompts_per_round
     if per_round is None or per_round >= len(rows):
         return rows
@@ -91,12 +88,7 @@ def train_prompts(lake: Lake, config: LoopConfig, iteration: int) -> list[dict]:
 
 def eval_prompts(lake: Lake) -> list[dict]:
     """Every eval-split prompt."""
-    rows = connect(lake).execute(
-        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
-        [EVAL_SPLIT]).to_arrow_table().to_pylist()
-    if not rows:
-        raise ValueError(f"no eval prompts in the lake at {lake.root}")
-    return rows
+    return split_prompts(lake, EVAL_SPLIT)
 
 
 def round_sampling_hash(config: LoopConfig) -> str:

@@ -1,26 +1,11 @@
 """The report flow: write data/reports/<run>/report.md with plots, and publish it as a Prefect artifact."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.evaluation.report import write_report
-from tasks.lake.sql import connect
+from tasks.evaluation.report import known_runs, reports_dir_for, write_report
 from tasks.lake.store import Lake
-
-
-def reports_dir_for(lake_root: str) -> Path:
-    """data/reports beside the lake (data/lake → data/reports)."""
-    return Path(lake_root).resolve().parent / "reports"
-
-
-def known_runs(lake_root: str) -> list[str]:
-    """Run ids that have evals rows, in first-seen order."""
-    rows = connect(Lake(lake_root)).execute(
-        "SELECT run_id, min(iteration) FROM evals GROUP BY run_id ORDER BY run_id").fetchall()
-    return [r[0] for r in rows]
 
 
 @flow(name="flywheel-report", log_prints=True)

@@ -22,7 +22,6 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.logs import run_logger
-from flows.report import reports_dir_for
 from schemas.reward_models import RewardModelsConfig
 from tasks.evaluation.evaluate import EVAL_SPLIT, score_map
 from tasks.evaluation.metrics import metric_rows
@@ -31,7 +30,9 @@ from tasks.generation.generate import LazyBackend, check_model_folder, format_pr
 from tasks.generation.generate import model_id_for
 from tasks.lake.ids import content_hash
 from tasks.lake.sql import connect, refresh_views_file
+from tasks.evaluation.report import reports_dir_for
 from tasks.lake.store import Lake
+from tasks.prompts.sources import split_prompts
 from tasks.scoring.math_shepherd import MathShepherdScorer
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
 from tasks.scoring.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
@@ -42,16 +43,6 @@ BENCHMARK = "demo-arith"
 
 def _log() -> Any:
     return run_logger("flywheel.reward_models")
-
-
-def split_prompts(lake: Lake, split: str, limit: int | None = None) -> list[dict]:
-    """Prompts of one split in prompt_id order, the first `limit` of them."""
-    rows = connect(lake).execute(
-        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
-        [split]).to_arrow_table().to_pylist()
-    if not rows:
-        raise ValueError(f"no {split} prompts in the lake at {lake.root}")
-    return rows[:limit] if limit else rows
 
 
 def _run_scorer(lake: Lake, scorer: Any, candidates: list[dict], iteration: int) -> dict:

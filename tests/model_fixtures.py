@@ -14,7 +14,7 @@ from schemas.generation import EngineConfig
 
 def make_tiny_model(folder: Path, steps: int = 60, seed: int = 0) -> Path:
     """A tiny char-level Llama made by the bootstrap flow's own code on a small budget."""
-    from flows.bootstrap import pretrain_base_model
+    from tasks.training.pretrain import pretrain_base_model
 
     config = BootstrapConfig(
         task=DemoTaskConfig(seed=seed, n_pretrain=2000, n_train=64, n_eval=32),

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.bootstrap import bootstrap_model_task, config_hash
+from flows.bootstrap import bootstrap_model_task
+from tasks.training.pretrain import config_hash
 from schemas.bootstrap import BootstrapConfig, DemoTaskConfig, PretrainConfig
 from tasks.prompts.demo_task import make_splits
 

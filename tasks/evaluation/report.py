@@ -165,3 +165,15 @@ def write_report(lake: Lake, run_ids: Sequence[str], reports_dir: Path) -> tuple
     markdown = "\n".join(parts)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     return out / "report.md", markdown
+
+
+def reports_dir_for(lake_root: str) -> Path:
+    """data/reports beside the lake (data/lake → data/reports)."""
+    return Path(lake_root).resolve().parent / "reports"
+
+
+def known_runs(lake_root: str) -> list[str]:
+    """Run ids that have evals rows, in first-seen order."""
+    rows = connect(Lake(lake_root)).execute(
+        "SELECT run_id, min(iteration) FROM evals GROUP BY run_id ORDER BY run_id").fetchall()
+    return [r[0] for r in rows]

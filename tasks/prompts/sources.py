@@ -25,6 +25,7 @@ from schemas.prompt_source import PromptSourceConfig
 from schemas.prompts import SPLITS
 from tasks.lake import ids
 from tasks.lake.store import Lake
+from tasks.lake.sql import connect
 from tasks.prompts import demo_task
 from tasks.runtime.progress import progress_enabled
 
@@ -602,3 +603,14 @@ def load_prompt_sources(lake: Lake, configs: Sequence[PromptSourceConfig],
     counts = write_prompts(lake, clean + evals)
     counts["decontaminated"] = report.total
     return counts
+
+
+def split_prompts(lake: Lake, split: str, limit: int | None = None) -> list[dict]:
+    """Prompts of one split (prompt_id, problem, reference_answer, split) in prompt_id order, the
+    first `limit` of them; ValueError when the lake has none."""
+    rows = connect(lake).execute(
+        "SELECT prompt_id, problem, reference_answer, split FROM prompts WHERE split = ? ORDER BY prompt_id",
+        [split]).to_arrow_table().to_pylist()
+    if not rows:
+        raise ValueError(f"no {split} prompts in the lake at {lake.root}")
+    return rows[:limit] if limit else rows
