@@ -103,10 +103,16 @@ def strip_thousands(value: str) -> str:
     return value.replace(",", "") if _THOUSANDS.fullmatch(value) else value
 
 
-def _extract_hash(text: str) -> str | None:
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The last match of `pattern` in `text`, or None."""
     last = None
-    for last in _HASH.finditer(text):
+    for last in pattern.finditer(text):
         pass
+    return last
+
+
+def _extract_hash(text: str) -> str | None:
+    last = _last_match(_HASH, text)
     if last is None:
         return None
     return strip_thousands(last.group(1).strip()) or None
@@ -132,9 +138,7 @@ _CLAUSE_AFTER_ANSWER = re.compile(r"(?:[,;]|\.(?=\s))\s+(?=[A-Za-z])")
 
 
 def _extract_answer_is(text: str) -> str | None:
-    last = None
-    for last in _ANSWER_IS.finditer(text):
-        pass
+    last = _last_match(_ANSWER_IS, text)
     if last is None:
         return None
     end = text.find("\n", last.end())
@@ -147,9 +151,7 @@ _ANSWER_LINE = re.compile(r"^[ \t>*_#]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_]*(\
 
 
 def _extract_answer_line(text: str) -> str | None:
-    last = None
-    for last in _ANSWER_LINE.finditer(text):
-        pass
+    last = _last_match(_ANSWER_LINE, text)
     return None if last is None else _clean_answer(last.group(1))
 
 
@@ -236,12 +238,7 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def _extract_regex(text: str, pattern: str, occurrence: str) -> str | None:
     compiled = _compiled(pattern)
-    if occurrence == "first":
-        match = compiled.search(text)
-    else:
-        match = None
-        for match in compiled.finditer(text):
-            pass
+    match = compiled.search(text) if occurrence == "first" else _last_match(compiled, text)
     if match is None or match.group(1) is None:
         return None
     return match.group(1).strip() or None

@@ -1,2 +1,2 @@
-"""Training: supervised finetuning of the policy (in process or under `accelerate launch`) and
-training of the learned reward models."""
+"""Training: pretraining the embedded tiny model, supervised finetuning of the policy (in process
+or under `accelerate launch`) and training of the learned reward models."""
