@@ -61,7 +61,7 @@ def scheduled_iteration_flow(config_path: ConfigPath = "configs/demo.yaml") -> d
         log.info("run %s: nothing to do, %s", config.run_id, reason)
         return {"run_id": config.run_id, "iteration": None, "reason": reason}
     log.info("run %s: %s", config.run_id, reason)
-    result, _ = run_iteration(config, iteration)
+    result = run_iteration(config, iteration)
     return {"run_id": config.run_id, **summarise_round(result)}
 
 
@@ -69,7 +69,7 @@ def scheduled_iteration_flow(config_path: ConfigPath = "configs/demo.yaml") -> d
 def one_iteration_flow(config_path: ConfigPath, iteration: Iteration = 0) -> dict:
     """Run round `iteration` of the config's run by hand (resuming whatever it already did)."""
     config = load_config(config_path, LoopConfig)
-    result, _ = run_iteration(config, iteration)
+    result = run_iteration(config, iteration)
     return {"run_id": config.run_id, **summarise_round(result)}
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,89 +230,138 @@ def score_stage(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Round:
+    """What every stage of one round needs, built once: the run's config, the iteration, the lake,
+    the model the round starts from, and the sampling hash that names its train candidates."""
+
+    config: LoopConfig
+    iteration: int
+    lake: Lake
+    model_in: ModelRef
+    sampling_hash: str
+
+    @classmethod
+    def start(cls, config: LoopConfig, iteration: int) -> "Round":
+        """The context of round `iteration` of this run (its start model must exist)."""
+        return cls(config, iteration, Lake(config.lake), model_for_round(config, iteration),
+                   round_sampling_hash(config))
+
+
+class Engines:
+    """The generation engine of a run, one at a time, over whichever model a stage needs; a
+    context manager that stops it at the end. `over(model)` keeps a running engine that serves
+    that model (the engine over M_{k+1} that evaluated it serves round k+1) and otherwise starts
+    one lazily; `release()` frees its memory before training."""
+
+    def __init__(self, config: LoopConfig) -> None:
+        self.engine_config = config.generation.engine
+        self.current: LazyBackend | None = None
+
+    def over(self, model: ModelRef) -> LazyBackend:
+        """The engine over `model`, reused when it is the one already held."""
+        if self.current is None or self.current.model_path != Path(model.path):
+            self.release()
+            self.current = LazyBackend(model.path, self.engine_config)
+        return self.current
+
+    def release(self) -> None:
+        """Stop the held engine (a later `over` starts a new one)."""
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def __enter__(self) -> "Engines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def timed_stage(result: RoundResult, name: str) -> Iterator[None]:
+    """Time one stage into `result.seconds[name]` and log it; a failure becomes StageFailed naming
+    the iteration and the stage."""
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - named, logged and raised again below
+        failure = StageFailed(result.iteration, name, error)
+        _log().error("%s (after %.1f s)", failure, time.perf_counter() - started)
+        raise failure from error
+    result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - started
+    _log().info("iteration %d: stage %s done in %.1f s", result.iteration, name, result.seconds[name])
+
+
 @task(name="select", cache_policy=NO_CACHE)
-def select_task(config: LoopConfig, model: ModelRef, iteration: int) -> dict:
+def select_task(round_: Round) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
-    result = select(Lake(config.lake), iteration, config.selection, model_id=model.model_id,
-                    sampling_hash=round_sampling_hash(config), reuse=True)
+    config = round_.config
+    result = select(round_.lake, round_.iteration, config.selection, model_id=round_.model_in.model_id,
+                    sampling_hash=round_.sampling_hash, reuse=True)
     _log().info("select %s: kept %d of %d candidates (%d of %d prompts)", config.selection.name,
                 result.kept, result.candidates, result.prompts_kept, result.prompts)
     return {"kept": result.kept, "candidates": result.candidates, "policy_hash": result.policy_hash}
 
 
 @task(name="finetune", cache_policy=NO_CACHE)
-def finetune_task(config: LoopConfig, model: ModelRef, iteration: int) -> ModelRef:
+def finetune_task(round_: Round) -> ModelRef:
     """Finetune M_{k+1} on the kept samples (reused when the same inputs already made it)."""
-    lake = Lake(config.lake)
+    config, model = round_.config, round_.model_in
     start = model if config.finetune.start_from == "previous" else model_for_round(config, 0)
-    out = round_model_dir(config, iteration + 1)
     path, model_id, reused = finetune_on_selection(
-        lake, iteration=iteration, source_model_id=model.model_id, policy_hash=policy_hash(config.selection),
-        start_path=start.path, start_model_id=start.model_id, output=out, stage=config.finetune,
-        fmt=config.generation.format, sampling_hash=round_sampling_hash(config), run_id=f"run {config.run_id}")
+        round_.lake, iteration=round_.iteration, source_model_id=model.model_id,
+        policy_hash=policy_hash(config.selection), start_path=start.path, start_model_id=start.model_id,
+        output=round_model_dir(config, round_.iteration + 1), stage=config.finetune,
+        fmt=config.generation.format, sampling_hash=round_.sampling_hash, run_id=f"run {config.run_id}")
     _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
     return ModelRef(str(path), model_id)
 
 
-def run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None = None,
-                  keep_engine: bool = False) -> tuple[RoundResult, LazyBackend | None]:
-    """Round `iteration` (tasks of the current flow run), holding the lake's lock for it; returns
-    the result and, if asked, the still-running engine over the new model for the next round."""
+def run_iteration(config: LoopConfig, iteration: int, engines: Engines | None = None) -> RoundResult:
+    """Round `iteration` (tasks of the current flow run), holding the lake's lock for it. With
+    `engines` (a run's `Engines`), the engine over the new model stays up for the next round;
+    without, the round stops its engines itself."""
+    if engines is None:
+        with Engines(config) as own:
+            return run_iteration(config, iteration, own)
     try:
         with iteration_lock(config.lake, iteration):
-            outcome = _run_iteration(config, iteration, engine, keep_engine)
-        refresh_views_file(config.lake)
-        return outcome
+            result = _run_round(Round.start(config, iteration), engines)
     except BaseException:
-        if engine is not None:
-            engine.close()
+        engines.release()
         raise
+    refresh_views_file(config.lake)
+    return result
 
 
-def _run_iteration(config: LoopConfig, iteration: int, engine: LazyBackend | None,
-                   keep_engine: bool) -> tuple[RoundResult, LazyBackend | None]:
-    model = model_for_round(config, iteration)
-    if engine is None or engine.model_path != Path(model.path):
-        if engine is not None:
-            engine.close()
-        engine = LazyBackend(model.path, config.generation.engine)
+def _run_round(round_: Round, engines: Engines) -> RoundResult:
+    """evaluate M_k, generate, score, select, finetune, evaluate M_{k+1}."""
+    config, iteration, model = round_.config, round_.iteration, round_.model_in
     result = RoundResult(iteration=iteration, model_in=model, model_out=model)
-
-    def timed(name: str, fn, *args):
-        t0 = time.perf_counter()
-        try:
-            value = fn(*args)
-        except Exception as error:  # noqa: BLE001 - named, logged and raised again below
-            seconds = time.perf_counter() - t0
-            failure = StageFailed(iteration, name, error)
-            _log().error("%s (after %.1f s)", failure, seconds)
-            raise failure from error
-        result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - t0
-        _log().info("iteration %d: stage %s done in %.1f s", iteration, name, result.seconds[name])
-        return value
-
-    result.evals[model.model_id] = timed("evaluate", evaluate_task, config, engine, model, iteration)
-    gen = timed("generate", generate_stage, config, engine, model, iteration)
-    result.prompts, result.candidates = gen["prompts"], gen["candidates"]
-    engine.close()  # free the engine's memory before training
-    timed("score", score_stage, config, model, iteration)
-    result.kept = timed("select", select_task, config, model, iteration)["kept"]
-    new_model = timed("finetune", finetune_task, config, model, iteration)
-    result.model_out = new_model
-    next_engine = LazyBackend(new_model.path, config.generation.engine)
-    result.evals[new_model.model_id] = timed("evaluate_next", evaluate_task, config, next_engine,
-                                             new_model, iteration + 1)
-    if not keep_engine:
-        next_engine.close()
-        next_engine = None
-    return result, next_engine
+    with timed_stage(result, "evaluate"):
+        result.evals[model.model_id] = evaluate_task(config, engines.over(model), model, iteration)
+    with timed_stage(result, "generate"):
+        generated = generate_stage(config, engines.over(model), model, iteration)
+    result.prompts, result.candidates = generated["prompts"], generated["candidates"]
+    engines.release()  # free the engine's memory before training
+    with timed_stage(result, "score"):
+        score_stage(config, model, iteration)
+    with timed_stage(result, "select"):
+        result.kept = select_task(round_)["kept"]
+    with timed_stage(result, "finetune"):
+        result.model_out = finetune_task(round_)
+    new_model = result.model_out
+    with timed_stage(result, "evaluate_next"):
+        result.evals[new_model.model_id] = evaluate_task(config, engines.over(new_model), new_model,
+                                                         iteration + 1)
+    return result
 
 
 @flow(name="flywheel-iteration", log_prints=True)
 def iteration_flow(config: LoopConfig, iteration: int = 0) -> dict:
     """One round of the loop by hand: evaluate M_k, generate, score, select, finetune, evaluate M_{k+1}."""
-    result, _ = run_iteration(config, iteration)
-    return summarise_round(result)
+    return summarise_round(run_iteration(config, iteration))
 
 
 def summarise_round(result: RoundResult) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.bootstrap import bootstrap_flow
-from flows.iteration import RoundResult, run_iteration, summarise_round
+from flows.iteration import Engines, run_iteration, summarise_round
 from schemas.loop import LoopConfig
 from tasks.lake.store import Lake
 from tasks.prompts.sources import load_prompt_sources
@@ -40,23 +40,19 @@ def self_improve_flow(config: LoopConfig) -> dict:
         counts = load_prompt_sources(Lake(config.lake), config.prompt_sources)
         log.info("prompts: %s", json.dumps(counts))
     summaries: list[dict] = []
-    engine = None
-    results: list[RoundResult] = []
     stopped_early = False
-    for iteration in range(config.rounds):
-        result, engine = run_iteration(config, iteration, engine, keep_engine=iteration + 1 < config.rounds)
-        results.append(result)
-        summary = summarise_round(result)
-        summaries.append(summary)
-        log.info("round %d: pass@1 %.3f → %.3f, kept %d of %d candidates, %s", iteration,
-                 summary["pass@1_in"], summary["pass@1_out"], result.kept, result.candidates,
-                 ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items()))
-        if should_stop(config, summary["pass@1_in"], summary["pass@1_out"]):
-            log.info("early stop after round %d: pass@1 did not improve", iteration)
-            stopped_early = True
-            break
-    if engine is not None:
-        engine.close()
+    with Engines(config) as engines:  # the engine over M_{k+1} that evaluated it serves round k+1
+        for iteration in range(config.rounds):
+            result = run_iteration(config, iteration, engines)
+            summary = summarise_round(result)
+            summaries.append(summary)
+            log.info("round %d: pass@1 %.3f → %.3f, kept %d of %d candidates, %s", iteration,
+                     summary["pass@1_in"], summary["pass@1_out"], result.kept, result.candidates,
+                     ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items()))
+            if should_stop(config, summary["pass@1_in"], summary["pass@1_out"]):
+                log.info("early stop after round %d: pass@1 did not improve", iteration)
+                stopped_early = True
+                break
     out = {"run_id": config.run_id, "rounds": summaries, "stopped_early": stopped_early}
     path = run_summary_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
