@@ -110,12 +110,13 @@ def _given(args: argparse.Namespace, **names: str) -> dict:
 def generation_stage_for(args: argparse.Namespace):
     """The loop's generation stage (from --config, else the loop's defaults) with the options given
     on the command line applied over it."""
+    from schemas.generation import SamplingConfig
     from schemas.loop import GenerationStage
 
     config = _load_loop_config(args.config, args.lake_override) if args.config else None
     stage = config.generation if config else GenerationStage()
-    sampling = stage.sampling.model_copy(update=_given(args, n="n", temperature="temperature",
-                                                         max_tokens="max_tokens", seed="seed"))
+    sampling = SamplingConfig.model_validate({**stage.sampling.model_dump(), **_given(
+        args, n="n", temperature="temperature", max_tokens="max_tokens", seed="seed")})
     engine = stage.engine.model_copy(update=_given(args, backend="backend", base_url="base_url"))
     fmt = stage.format.model_copy(update=_given(args, template="template"))
     stage = stage.model_copy(update={"sampling": sampling, "engine": engine, "format": fmt,

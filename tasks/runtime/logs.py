@@ -49,17 +49,32 @@ def logging_config(log_file: Path) -> dict:
     }
 
 
+class QuietFileHandler(logging.FileHandler):
+    """A file handler that drops a record it cannot write (a full disk, a file-size limit) instead
+    of printing a logging traceback: the library log is a convenience, never a failure."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def route_library_logs(log_file: Path, show_all: bool = False) -> Path | None:
     """Send the libraries' INFO logs to `log_file` (this process and the engines it starts) and
-    return its path; None, changing nothing, with `show_all` or FLYWHEEL_DEBUG set."""
+    return its path; None, changing nothing, with `show_all` or FLYWHEEL_DEBUG set, or when the
+    log folder cannot be written."""
     if show_all or verbose():
         return None
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     config = logging_config(log_file)
     config_file = log_file.with_suffix(".logging.json")
-    config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    except OSError:
+        return None
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
-    logging.config.dictConfig(config)
+    here = {**config, "handlers": {**config["handlers"],
+                                   "file": {**config["handlers"]["file"], "()": QuietFileHandler}}}
+    del here["handlers"]["file"]["class"]
+    logging.config.dictConfig(here)
     return log_file
 
