@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{table:12} identical ({len(a)} rows)")
         else:
             differing += 1
-            only_a = [r for r in (a or []) if r not in set(b or [])][:1]
-            only_b = [r for r in (b or []) if r not in set(a or [])][:1]
+            set_a, set_b = set(a or []), set(b or [])
+            only_a = [r for r in (a or []) if r not in set_b][:1]
+            only_b = [r for r in (b or []) if r not in set_a][:1]
             print(f"{table:12} DIFFERENT: {len(a or [])} vs {len(b or [])} rows; "
                   f"first only in A: {only_a}; first only in B: {only_b}")
     return 1 if differing else 0
