@@ -14,15 +14,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import duckdb
 
-from flows.errors import StageFailed
 from schemas import SchemaError
 from tasks.generation.generate import GenerationError
 from tasks.generation.ref_logprobs import ReferenceModelError
 from tasks.lake.lock import LockBusy
 from tasks.lake.sql import connect, refresh_views_file, write_views_file
 from tasks.lake.store import Lake, LakeError, default_lake_root
-from tasks.runtime.progress import progress_enabled
+from tasks.runtime.errors import StageFailed
 from tasks.runtime.logs import library_log_path, route_library_logs
+from tasks.runtime.progress import progress_enabled
 from tasks.runtime.reaper import watch_this_process
 from tasks.scoring.judge import JudgeError
 from tasks.scoring.reward_model import RewardModelError
@@ -246,7 +246,7 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The loop: bootstrap if configured, then R rounds."""
-    from flows.self_improve import self_improve_flow
+    from flows.loop import self_improve_flow
 
     summary = self_improve_flow(_load_loop_config(args.config, args.lake_override))
     print(json.dumps(summary, indent=2))
@@ -255,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_iterate(args: argparse.Namespace) -> int:
     """One round of the loop by hand."""
-    from flows.iteration import iteration_flow
+    from flows.loop import iteration_flow
 
     print(json.dumps(iteration_flow(_load_loop_config(args.config, args.lake_override), args.iteration), indent=2))
     return 0
@@ -281,9 +281,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Bootstrap, the demo loops and their report, in one flow run."""
-    from flows.demo import DEMO_CONFIGS, demo_flow
+    from flows.demo import demo_flow
 
-    result = demo_flow(args.config or list(DEMO_CONFIGS), args.lake_override)
+    result = demo_flow(args.config or None, args.lake_override)
     for run in result["runs"]:
         rounds = run["rounds"]
         print(f"{run['run_id']}: pass@1 {rounds[0]['pass@1_in']:.3f} -> {rounds[-1]['pass@1_out']:.3f} "

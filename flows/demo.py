@@ -6,8 +6,8 @@ import time
 from prefect import flow
 
 from flows.bootstrap import bootstrap_flow
+from flows.loop import self_improve_flow
 from flows.report import report_flow
-from flows.self_improve import self_improve_flow
 from schemas.bootstrap import BootstrapConfig
 from schemas.config import load_config
 from schemas.loop import LoopConfig
@@ -16,10 +16,11 @@ DEMO_CONFIGS = ("configs/demo.yaml", "configs/demo-answer-only.yaml")
 
 
 @flow(name="flywheel-demo", log_prints=True)
-def demo_flow(config_paths: list[str] = list(DEMO_CONFIGS), lake_root: str | None = None) -> dict:
-    """Bootstrap the embedded default, run each loop config, and report them side by side."""
+def demo_flow(config_paths: list[str] | None = None, lake_root: str | None = None) -> dict:
+    """Bootstrap the embedded default, run each loop config (default: the demo's two), and report
+    them side by side."""
     started = time.perf_counter()
-    configs = [load_config(p, LoopConfig) for p in config_paths]
+    configs = [load_config(p, LoopConfig) for p in config_paths or DEMO_CONFIGS]
     if lake_root:
         configs = [c.model_copy(update={"lake": lake_root}) for c in configs]
     lake = configs[0].lake

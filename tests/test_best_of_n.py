@@ -214,7 +214,7 @@ def test_config_rejects_unknown_keys_unknown_and_repeated_methods() -> None:
 
 
 def test_methods_without_their_model_are_skipped_or_refused_when_asked_for(tmp_path: Path) -> None:
-    from flows.best_of_n import plan_methods
+    from tasks.selection.best_of_n_run import plan_methods
 
     config = parse_config({"prm_model": str(tmp_path / "no-prm")}, BestOfNConfig)
     run, skipped = plan_methods(config)

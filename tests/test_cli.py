@@ -138,7 +138,8 @@ def test_shipped_configs_are_valid():
 def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_path):
     """Without options, `flywheel generate` and `flywheel score --scorer verifier` write the rows
     a loop round with default settings writes: same sampling hash, step split and scorer version."""
-    from flows.iteration import make_scorers, round_sampling_hash
+    from tasks.rounds.context import round_sampling_hash
+    from tasks.scoring.score import rule_scorers
     from schemas.loop import LoopConfig
     from tasks.prompts.demo_task import make_splits
     from tasks.prompts.sources import demo_prompt_rows, write_prompts
@@ -158,6 +159,6 @@ def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_
     proc = run_cli("--lake", str(lake.root), "score", "--scorer", "verifier")
     assert proc.returncode == 0, proc.stderr
     versions = {r["scorer_version"] for r in lake.read("scores").to_pylist()}
-    loop_verifier = make_scorers(loop)[0]
+    loop_verifier = rule_scorers(loop.scoring)[0]
     assert versions == {loop_verifier.version}
     loop_verifier.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from schemas.generation import PromptFormat, SamplingConfig
+from schemas.loop import EvalStage, GenerationStage
 from tasks.evaluation.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.lake import ids
 from tasks.lake.store import Lake
@@ -25,8 +26,8 @@ def run_eval(lake: Lake, prompts: list[dict], sampling: SamplingConfig, run_id: 
     scorer = VerifierScorer("exact")
     try:
         return evaluate_model(lake, EchoAnswerBackend(), [scorer], prompts, run_id=run_id, model_id="m",
-                              iteration=0, sampling=sampling, fmt=PromptFormat(template="Problem: {problem}\n"),
-                              ks=[1], benchmark="t")
+                              iteration=0, stage=EvalStage(sampling=sampling, ks=(1,), benchmark="t"),
+                              generation=GenerationStage(format=PromptFormat(template="Problem: {problem}\n")))
     finally:
         scorer.close()
 
@@ -76,8 +77,8 @@ def test_evaluation_splits_steps_on_the_given_separator(lake: Lake):
     scorer = VerifierScorer("exact")
     try:
         summary = evaluate_model(lake, BlankLineStepsBackend(), [scorer], prompts, run_id="r", model_id="m",
-                                 iteration=0, sampling=sampling, fmt=fmt, ks=[1], benchmark="t",
-                                 step_separator="\n\n")
+                                 iteration=0, stage=EvalStage(sampling=sampling, ks=(1,), benchmark="t"),
+                                 generation=GenerationStage(format=fmt, step_separator="\n\n"))
     finally:
         scorer.close()
     candidates = lake.read("candidates").to_pylist()
@@ -101,6 +102,7 @@ def test_an_empty_step_separator_is_refused(lake: Lake):
     prompts = write_eval_prompts(lake, [(1, 2)])
     with pytest.raises(ValueError, match="step_separator is empty"):
         evaluate_model(lake, BlankLineStepsBackend(), [], prompts, run_id="r", model_id="m", iteration=0,
-                       sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=8), fmt=PromptFormat(),
-                       ks=[1], benchmark="t", step_separator="")
+                       stage=EvalStage(sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=8), ks=(1,),
+                                       benchmark="t"),
+                       generation=GenerationStage(step_separator=""))
     assert lake.read("candidates").num_rows == 0

@@ -158,7 +158,7 @@ def test_shards_are_named_by_the_candidates_they_hold_and_never_share_one(lake: 
 
 
 def test_the_runners_sharding_still_resumes_per_candidate(lake: Lake):
-    """flows/iteration.py cuts the chunks into runner shards and calls the stage once per shard."""
+    """flows/loop.py cuts the chunks into runner shards and calls the stage once per shard."""
     prompts = demo_prompts(7)
     backend = SeededFakeBackend()
     for shard in group_units(generation_chunks(prompts[:5], 2), 2):

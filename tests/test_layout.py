@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT
 
-STAGES = ("prompts", "generation", "scoring", "selection", "training", "evaluation", "lake", "runtime")
+# the stages in pipeline order, then what a round shares, the lake and the runtime
+STAGES = ("prompts", "generation", "scoring", "selection", "training", "evaluation", "rounds", "lake", "runtime")
 
 
 def modules() -> dict[str, Path]:
@@ -85,3 +86,27 @@ def test_no_import_circle():
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+def flow_functions(path: Path) -> set[str]:
+    """The names of a module's functions decorated with Prefect's @flow."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+            and any((d.func if isinstance(d, ast.Call) else d).id == "flow" for d in node.decorator_list
+                    if isinstance(d.func if isinstance(d, ast.Call) else d, ast.Name))}
+
+
+def test_a_flow_module_takes_only_flows_from_another_to_call_them_as_subflows():
+    found = modules()
+    wrong = []
+    for name, path in found.items():
+        if not name.startswith("flows."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in found and node.module.startswith("flows.") \
+                    and node.module not in (name, "flows.cli"):
+                flows = flow_functions(found[node.module])
+                wrong += [f"{name} imports {node.module}.{a.name}" for a in node.names if a.name not in flows]
+            elif isinstance(node, ast.Import) and any(a.name.startswith("flows.") for a in node.names):
+                wrong.append(f"{name} imports a flow module whole")
+    assert wrong == []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.iteration import iteration_flow
-from flows.self_improve import self_improve_flow
+from flows.loop import iteration_flow
+from flows.loop import self_improve_flow
 from schemas.config import parse_config
 from schemas.loop import LoopConfig
 from tasks.generation.generate import LazyBackend

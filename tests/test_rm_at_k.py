@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.generation import PromptFormat, SamplingConfig
-from schemas.loop import EvalStage
+from schemas.loop import EvalStage, GenerationStage
 from tasks.evaluation.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.generation.generate import generate_candidates
 from tasks.lake import ids
@@ -93,8 +93,9 @@ def setup(lake: Lake, scored: tuple[str, ...] = ("orm", "prm"), drop: set[tuple[
 
 def evaluate(lake: Lake, prompts: list[dict], rm_scorers: tuple[str, ...]):
     return evaluate_model(lake, OffByOneBackend(), [HashVerifier()], prompts, run_id="r", model_id="m",
-                          iteration=0, sampling=SAMPLING, fmt=FMT, ks=[1, 4], benchmark="t",
-                          rm_scorers=rm_scorers)
+                          iteration=0, stage=EvalStage(sampling=SAMPLING, ks=(1, 4), benchmark="t",
+                                                       rm_scorers=rm_scorers),
+                          generation=GenerationStage(format=FMT))
 
 
 def evals_rows(lake: Lake) -> list[dict]:

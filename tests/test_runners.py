@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from flows.iteration import generate_stage, model_for_round, score_stage
+from flows.loop import generate_stage, score_stage
+from tasks.rounds.context import Round
 from schemas.config import ConfigError, parse_config
 from schemas.loop import LoopConfig
 from schemas.runner import TaskRunnerConfig
@@ -57,13 +58,13 @@ def stage_config(root: Path, base: Path, runner: dict) -> LoopConfig:
 
 @flow(name="generate-and-score")
 def generate_and_score(config: LoopConfig) -> dict:
-    model = model_for_round(config, 0)
-    engine = LazyBackend(model.path, config.generation.engine)
+    round_ = Round.start(config, 0)
+    engine = LazyBackend(round_.model_in.path, config.generation.engine)
     try:
-        generated = generate_stage(config, engine, model, 0)
+        generated = generate_stage(round_, engine)
     finally:
         engine.close()
-    return {"generated": generated, "scored": score_stage(config, model, 0)}
+    return {"generated": generated, "scored": score_stage(round_)}
 
 
 def table_rows(lake: Lake, table: str, order: str) -> list[tuple]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from schemas.generation import PromptFormat, SamplingConfig
+from schemas.loop import EvalStage, GenerationStage
 from schemas.policy import ScoreRef, check_score_names
 from tasks.evaluation.metrics import Sample, evaluate_groups, greedy_accuracy, metric_rows
 from tasks.generation.generate import GenerationBackend, generate_candidates, generation_hash
@@ -160,19 +161,18 @@ def evaluate_model(
     run_id: str,
     model_id: str,
     iteration: int,
-    sampling: SamplingConfig,
-    fmt: PromptFormat,
-    ks: Sequence[int],
-    benchmark: str,
-    rm_scorers: Sequence[str] = (),
-    chunk_size: int = 512,
-    step_separator: str = "\n",
+    stage: EvalStage,
+    generation: GenerationStage,
 ) -> EvalSummary:
     """Generate (resuming), score and measure a model on eval prompts; write the evals rows.
 
-    Candidates' steps are split on `step_separator` (the loop passes its generation's). rm@k reads
-    the reward scores `rm_scorers` names (module docstring); an unusable one fails before any row.
+    `stage` says how to sample and measure (n, temperature, ks, benchmark, rm@k scorers);
+    `generation` how prompts are formatted, steps split and chunks sized, as in the loop's train
+    generation. rm@k reads the reward scores `stage.rm_scorers` names (module docstring); an
+    unusable one fails before any row.
     """
+    sampling, ks, benchmark, rm_scorers = stage.sampling, stage.ks, stage.benchmark, stage.rm_scorers
+    fmt, chunk_size, step_separator = generation.format, generation.chunk_size, generation.step_separator
     if not prompts:
         raise ValueError("no eval prompts")
     if any(p["split"] != EVAL_SPLIT for p in prompts):

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from schemas import SchemaError, table_spec
+from schemas.bootstrap import DemoTaskConfig
 from schemas.prompt_source import PromptSourceConfig
 from schemas.prompts import SPLITS
 from tasks.lake import ids
-from tasks.lake.store import Lake
 from tasks.lake.sql import connect
+from tasks.lake.store import Lake
 from tasks.prompts import demo_task
 from tasks.runtime.progress import progress_enabled
 
@@ -614,3 +615,10 @@ def split_prompts(lake: Lake, split: str, limit: int | None = None) -> list[dict
     if not rows:
         raise ValueError(f"no {split} prompts in the lake at {lake.root}")
     return rows[:limit] if limit else rows
+
+
+def write_demo_prompts(lake: Lake, task: DemoTaskConfig) -> dict:
+    """Write the demo task's train and eval prompts to the lake (idempotent)."""
+    chain_cfg = demo_task.ChainConfig(task.min_steps, task.max_steps, task.min_operand, task.max_operand)
+    splits = demo_task.make_splits(task.n_pretrain, task.n_train, task.n_eval, task.seed, chain_cfg)
+    return write_prompts(lake, demo_prompt_rows(splits))

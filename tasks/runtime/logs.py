@@ -15,6 +15,7 @@ import logging.config
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 LIBRARIES = ("vllm", "transformers", "accelerate", "datasets", "torch", "math_verify", "latex2sympy2_extended",
              "httpx", "filelock", "urllib3")
@@ -78,3 +79,13 @@ def route_library_logs(log_file: Path, show_all: bool = False) -> Path | None:
     logging.config.dictConfig(here)
     return log_file
 
+
+
+def run_logger(fallback: str) -> Any:
+    """Prefect's run logger inside a flow or task run, else the logging logger `fallback`."""
+    from prefect import get_run_logger  # Prefect's import is slow; only callers inside runs pay it
+
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow run
+        return logging.getLogger(fallback)

@@ -8,6 +8,7 @@ records the bootstrap config's hash, so a folder made with the same config is re
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -97,3 +98,28 @@ def pretrain_base_model(config: BootstrapConfig, output: Path) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     staging.rename(output)
     return card
+
+
+def reuse_or_pretrain(config: BootstrapConfig, force: bool = False) -> tuple[str, dict, bool]:
+    """The base model at `config.output`: reused when its card says it was made from this config
+    (unless `force`), else pretrained. Returns (path, card, reused)."""
+    output = Path(config.output).resolve()
+    card_path = output / "flywheel_card.json"
+    if card_path.is_file() and not force:
+        card = json.loads(card_path.read_text())
+        if card.get("bootstrap_config_hash") == config_hash(config):
+            logger.info("reusing base model %s at %s", card["model_id"], output)
+            return str(output), card, True
+    return str(output), pretrain_base_model(config, output), False
+
+
+def base_model_row(path: str, card: dict) -> dict:
+    """The base model's `models` row (iteration 0, no parent) from its card."""
+    return {
+        "model_id": card["model_id"], "parent_id": None, "iteration": 0, "path": path,
+        "selection_hash": None, "num_examples": card["config"]["task"]["n_pretrain"],
+        "train_steps": card["train"]["steps"], "train_loss": card["train"]["mean_loss_last_10pct"],
+        "train_seconds": card["train"]["seconds"],
+        "created_at": datetime.fromisoformat(card["created_at"]),
+        "metrics": json.dumps(card["held_out"]),
+    }

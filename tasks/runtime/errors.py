@@ -1,4 +1,4 @@
-"""Errors the flows raise to the user (importing this module is cheap: no Prefect, no torch)."""
+"""Errors a round raises to the user (importing this module is cheap: no Prefect, no torch)."""
 from __future__ import annotations
 
 

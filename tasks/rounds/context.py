@@ -1,0 +1,224 @@
+"""The context of one round: built once, handed to every stage.
+
+Round k starts from model M_k (M_0 is the base model) and ends with M_{k+1}, finetuned on what it
+kept. `Round` holds what every stage needs; `Engines` owns the generation engine across stages and
+rounds (the engine over M_{k+1} that evaluated it serves round k+1); `RoundResult` is what a round
+reports.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.loop import LoopConfig
+from tasks.evaluation.evaluate import EVAL_SPLIT
+from tasks.generation.generate import LazyBackend, generation_hash, model_id_for
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.sources import split_prompts
+from tasks.runtime.errors import StageFailed
+from tasks.runtime.logs import run_logger
+from tasks.scoring.score import PRLScorer, rule_scorers
+
+
+@dataclass
+class ModelRef:
+    """A checkpoint of the run: its folder and id."""
+
+    path: str
+    model_id: str
+
+
+@dataclass
+class RoundResult:
+    """What one round did, with wall seconds per stage (0 when a stage was already done)."""
+
+    iteration: int
+    model_in: ModelRef
+    model_out: ModelRef
+    prompts: int = 0
+    candidates: int = 0
+    kept: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    evals: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def round_model_dir(config: LoopConfig, iteration: int) -> Path:
+    """Folder of the run's model M_iteration (iteration >= 1)."""
+    return Path(config.models_dir) / config.run_id / f"iter-{iteration}"
+
+
+def model_for_round(config: LoopConfig, iteration: int) -> ModelRef:
+    """M_iteration of this run: the base model for 0, else the checkpoint the previous round made."""
+    path = Path(config.base_model) if iteration == 0 else round_model_dir(config, iteration)
+    if not (path / "config.json").is_file():
+        hint = "run `flywheel bootstrap` first" if iteration == 0 else f"run iteration {iteration - 1} first"
+        raise FileNotFoundError(f"model for iteration {iteration} not found at {path}: {hint}")
+    return ModelRef(str(path.resolve()), model_id_for(path))
+
+
+def round_sampling_hash(config: LoopConfig) -> str:
+    """The generation hash of the round's train candidates (with model_id, it names a round's set)."""
+    g = config.generation
+    return generation_hash(g.sampling, g.format, g.step_separator)
+
+
+@dataclass(frozen=True)
+class Round:
+    """What every stage of one round needs, built once: the run's config, the iteration, the lake,
+    the model the round starts from, and the sampling hash that names its train candidates."""
+
+    config: LoopConfig
+    iteration: int
+    lake: Lake
+    model_in: ModelRef
+    sampling_hash: str
+
+    @classmethod
+    def start(cls, config: LoopConfig, iteration: int) -> "Round":
+        """The context of round `iteration` of this run (its start model must exist)."""
+        return cls(config, iteration, Lake(config.lake), model_for_round(config, iteration),
+                   round_sampling_hash(config))
+
+    def train_prompts(self) -> list[dict]:
+        """This round's train prompts: all of them, or a rotating slice of `prompts_per_round`."""
+        rows = split_prompts(self.lake, "train")
+        per_round = self.config.generation.prompts_per_round
+        if per_round is None or per_round >= len(rows):
+            return rows
+        start = (self.iteration * per_round) % len(rows)
+        return (rows + rows)[start:start + per_round]
+
+    def eval_prompts(self) -> list[dict]:
+        """Every eval-split prompt."""
+        return split_prompts(self.lake, EVAL_SPLIT)
+
+    def rule_scorers(self) -> list[Any]:
+        """The rule scorers every candidate gets (the verifier first)."""
+        return rule_scorers(self.config.scoring)
+
+    def scorers(self) -> list[Any]:
+        """The scorers every train candidate of the round gets, in order (PRL reads the
+        verifier's rows)."""
+        scorers = self.rule_scorers()
+        if self.config.scoring.prl_eta is not None:
+            scorers.append(PRLScorer(self.lake, self.iteration, self.config.base_model,
+                                     self.config.scoring.prl_eta, self.config.generation.format))
+        return scorers
+
+
+class Engines:
+    """The generation engine of a run, one at a time, over whichever model a stage needs; a
+    context manager that stops it at the end. `over(model)` keeps a running engine that serves
+    that model (the engine over M_{k+1} that evaluated it serves round k+1) and otherwise starts
+    one lazily; `release()` frees its memory before training."""
+
+    def __init__(self, config: LoopConfig) -> None:
+        self.engine_config = config.generation.engine
+        self.current: LazyBackend | None = None
+
+    def over(self, model: ModelRef) -> LazyBackend:
+        """The engine over `model`, reused when it is the one already held."""
+        if self.current is None or self.current.model_path != Path(model.path):
+            self.release()
+            self.current = LazyBackend(model.path, self.engine_config)
+        return self.current
+
+    def release(self) -> None:
+        """Stop the held engine (a later `over` starts a new one)."""
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def __enter__(self) -> "Engines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def timed_stage(result: RoundResult, name: str) -> Iterator[None]:
+    """Time one stage into `result.seconds[name]` and log it; a failure becomes StageFailed naming
+    the iteration and the stage."""
+    log = run_logger("flywheel.iteration")
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - named, logged and raised again below
+        failure = StageFailed(result.iteration, name, error)
+        log.error("%s (after %.1f s)", failure, time.perf_counter() - started)
+        raise failure from error
+    result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - started
+    log.info("iteration %d: stage %s done in %.1f s", result.iteration, name, result.seconds[name])
+
+
+def summarise_round(result: RoundResult) -> dict:
+    """A JSON-ready summary of a round."""
+    return {
+        "iteration": result.iteration, "model_in": result.model_in.model_id,
+        "model_out": result.model_out.model_id, "prompts": result.prompts,
+        "candidates": result.candidates, "kept": result.kept,
+        "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+        "pass@1_in": result.evals[result.model_in.model_id].get("pass@1"),
+        "pass@1_out": result.evals[result.model_out.model_id].get("pass@1"),
+    }
+
+
+def should_stop(config: LoopConfig, previous: float | None, current: float | None) -> bool:
+    """True when early stopping is on and pass@1 did not improve by more than min_delta."""
+    if not config.early_stop.enabled or previous is None or current is None:
+        return False
+    return current <= previous + config.early_stop.min_delta
+
+
+def pass_at_1_by_iteration(config: LoopConfig) -> dict[int, float]:
+    """pass@1 of each evaluated model of the run, by iteration (empty before the first evaluation)."""
+    lake = Lake(config.lake)
+    if not lake.shards("evals"):
+        return {}
+    rows = connect(lake).execute(
+        "SELECT iteration, value FROM evals WHERE run_id = ? AND metric = 'pass' AND k = 1 AND scorer IS NULL",
+        [config.run_id]).fetchall()
+    return {int(iteration): float(value) for iteration, value in rows}
+
+
+def next_iteration(config: LoopConfig) -> tuple[int | None, str]:
+    """The round a scheduled run should do next, or None with the reason the run is finished.
+
+    Round k is done when M_{k+1} has been evaluated; a round that crashed part-way is redone (its
+    finished stages are skipped by the lake).
+    """
+    evaluated = pass_at_1_by_iteration(config)
+    done = max(evaluated, default=0)  # rounds 0..done-1 are complete
+    if done >= config.rounds:
+        return None, f"all {config.rounds} rounds are done"
+    if done >= 1 and should_stop(config, evaluated.get(done - 1), evaluated.get(done)):
+        return None, (f"early stop: pass@1 went {evaluated.get(done - 1, float('nan')):.3f} → "
+                      f"{evaluated[done]:.3f} in round {done - 1}")
+    return done, f"round {done} of {config.rounds}"
+
+
+def run_summary_path(config: LoopConfig) -> Path:
+    """Where the run's round summaries are written (data/reports/<run>/rounds.json)."""
+    return Path(config.lake).resolve().parent / "reports" / config.run_id / "rounds.json"
+
+
+def write_run_summary(config: LoopConfig, summary: dict) -> dict:
+    """Merge a run's summary into its rounds.json; a rerun that found a round done keeps the stage
+    seconds of the run that did the work. Returns what was written."""
+    path = run_summary_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    old = {r["iteration"]: r for r in previous.get("rounds", [])}
+    for row in summary["rounds"]:
+        before = old.get(row["iteration"])
+        if before and before.get("model_out") == row["model_out"]:
+            row["seconds"] = {k: max(v, before["seconds"].get(k, 0.0)) for k, v in row["seconds"].items()}
+    path.write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,137 @@
+"""Each stage of a round as a plain function over the round's context; flows wrap them in Prefect
+tasks and compose them. A stage whose output the lake already holds is skipped (the lake is the
+cache): evaluation finds its evals rows, generation and scoring their chunks, selection its
+policy's rows, finetuning its model id."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tasks.evaluation.evaluate import eval_hash, evaluate_model
+from tasks.generation.generate import LazyBackend, generate_for_stage
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.rounds.context import ModelRef, Round, model_for_round, round_model_dir
+from tasks.runtime.logs import run_logger
+from tasks.runtime.progress import progress_bar
+from tasks.scoring.score import load_candidates, prompt_chunks, score_candidates
+from tasks.selection.select import policy_hash, select
+from tasks.training.finetune import finetune_on_selection
+
+
+def _log() -> Any:
+    return run_logger("flywheel.iteration")
+
+
+def evaluated(lake: Lake, run_id: str, model_id: str, iteration: int, config_hash: str) -> dict[str, float] | None:
+    """The headline metrics this run already wrote for the model under this eval config, or None."""
+    rows = connect(lake).execute(
+        "SELECT metric, k, scorer, value FROM evals WHERE run_id = ? AND model_id = ? AND iteration = ? "
+        "AND eval_hash = ?", [run_id, model_id, iteration, config_hash]).fetchall()
+    if not rows:
+        return None
+    return {f"{m}@{k}" + (f"[{s}]" if s else ""): v for m, k, s, v in rows}
+
+
+def evaluate_in_round(round_: Round, engine: LazyBackend, model: ModelRef, iteration: int) -> dict[str, float]:
+    """Evaluate `model` (as M_iteration) on the eval split, unless the run already has its rows."""
+    config, lake = round_.config, round_.lake
+    scorers = round_.rule_scorers()
+    prompts = round_.eval_prompts()
+    e, g = config.evaluation, config.generation
+    config_hash = eval_hash(e.sampling, g.format, [p["prompt_id"] for p in prompts], scorers, e.rm_scorers,
+                            step_separator=g.step_separator)
+    done = evaluated(lake, config.run_id, model.model_id, iteration, config_hash)
+    if done is not None:
+        _log().info("evaluate %s: already done", model.model_id)
+        return done
+    try:
+        summary = evaluate_model(lake, engine, scorers, prompts, run_id=config.run_id, model_id=model.model_id,
+                                 iteration=iteration, stage=e, generation=g)
+    finally:
+        for scorer in scorers:
+            scorer.close()
+    v = summary.values
+    _log().info("evaluate %s: pass@1 %.3f, pass@%d %.3f, greedy %.3f", model.model_id, v["pass@1"],
+                e.sampling.n, v.get(f"pass@{e.sampling.n}", float("nan")), v["greedy@1"])
+    return v
+
+
+def generate_shard(round_: Round, engine: LazyBackend, prompts: list[dict]) -> dict:
+    """Sample candidates from the round's model for one shard of its train prompts (resuming).
+
+    On a Dask or Ray worker `engine` is a copy: it starts its own engine and stops it at the end.
+    """
+    g = round_.config.generation
+    try:
+        with progress_bar(f"generate iteration {round_.iteration}", len(prompts), "prompt") as bar:
+            report = generate_for_stage(
+                round_.lake, engine, prompts, model_id=round_.model_in.model_id, iteration=round_.iteration,
+                stage=g, progress=lambda done, total: bar.to(min(len(prompts), done * g.chunk_size)))
+    finally:
+        if engine.is_copy:
+            engine.close()
+    return {"prompts": report.prompts, "written": report.candidates_written, "tokens": report.tokens,
+            "chunks": report.chunks_total, "chunks_skipped": report.chunks_skipped}
+
+
+def round_candidates(round_: Round, prompt_ids: list[str] | None = None) -> list[dict]:
+    """The round's train candidates from its start model (of some prompts, or all)."""
+    return load_candidates(round_.lake, round_.iteration, model_id=round_.model_in.model_id,
+                           prompt_split="train", sampling_hash=round_.sampling_hash, prompt_ids=prompt_ids)
+
+
+def scoring_units(round_: Round) -> list[list[str]]:
+    """The round's train prompt ids in scoring chunks of whole prompt groups."""
+    return [sorted({c["prompt_id"] for c in chunk})
+            for chunk in prompt_chunks(round_candidates(round_), round_.config.scoring.chunk_size)]
+
+
+def score_shard(round_: Round, prompt_ids: list[str]) -> dict[str, dict]:
+    """Run every scorer of the round on the candidates of one shard of prompts (resuming)."""
+    candidates = round_candidates(round_, prompt_ids)
+    out: dict[str, dict] = {}
+    for scorer in round_.scorers():
+        try:
+            report = score_candidates(round_.lake, scorer, candidates, round_.iteration,
+                                      chunk_size=round_.config.scoring.chunk_size)
+        finally:
+            scorer.close()
+        out[scorer.name] = {"scored": report.scored, "skipped": report.skipped, "labels": report.labels}
+    return out
+
+
+def merge_score_reports(reports: Iterable[dict[str, dict]]) -> dict[str, dict]:
+    """Per scorer, the shards' counts added up."""
+    out: dict[str, dict] = {}
+    for report in reports:
+        for name, part in report.items():
+            total = out.setdefault(name, {"scored": 0, "skipped": 0, "labels": {}})
+            total["scored"] += part["scored"]
+            total["skipped"] += part["skipped"]
+            for label, count in part["labels"].items():
+                total["labels"][label] = total["labels"].get(label, 0) + count
+    return out
+
+
+def select_in_round(round_: Round) -> dict:
+    """Apply the run's selection policy to the round's scored candidates."""
+    policy = round_.config.selection
+    result = select(round_.lake, round_.iteration, policy, model_id=round_.model_in.model_id,
+                    sampling_hash=round_.sampling_hash, reuse=True)
+    _log().info("select %s: kept %d of %d candidates (%d of %d prompts)", policy.name,
+                result.kept, result.candidates, result.prompts_kept, result.prompts)
+    return {"kept": result.kept, "candidates": result.candidates, "policy_hash": result.policy_hash}
+
+
+def finetune_in_round(round_: Round) -> ModelRef:
+    """Finetune M_{k+1} on the round's kept samples (reused when the same inputs already made it)."""
+    config, model = round_.config, round_.model_in
+    start = model if config.finetune.start_from == "previous" else model_for_round(config, 0)
+    path, model_id, reused = finetune_on_selection(
+        round_.lake, iteration=round_.iteration, source_model_id=model.model_id,
+        policy_hash=policy_hash(config.selection), start_path=start.path, start_model_id=start.model_id,
+        output=round_model_dir(config, round_.iteration + 1), stage=config.finetune,
+        fmt=config.generation.format, sampling_hash=round_.sampling_hash, run_id=f"run {config.run_id}")
+    _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
+    return ModelRef(str(path), model_id)
