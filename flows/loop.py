@@ -48,6 +48,12 @@ def score_shard_task(round_: Round, prompt_ids: list[str]) -> dict[str, dict]:
     return stages.score_shard(round_, prompt_ids)
 
 
+@task(name="label", cache_policy=NO_CACHE)
+def label_task(round_: Round, engine: LazyBackend) -> dict | None:
+    """Math-Shepherd labels for the round's answer-correct candidates (rollouts by its engine)."""
+    return stages.label_in_round(round_, engine)
+
+
 @task(name="select", cache_policy=NO_CACHE)
 def select_task(round_: Round) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
@@ -117,7 +123,10 @@ def run_round(round_: Round, engines: Engines) -> RoundResult:
     with timed_stage(result, "generate"):
         generated = generate_stage(round_, engines.over(model))
     result.prompts, result.candidates = generated["prompts"], generated["candidates"]
-    engines.release()  # free the engine's memory before training
+    if round_.math_shepherd() is not None:
+        with timed_stage(result, "label"):
+            label_task(round_, engines.over(model))
+    engines.release()  # free the engine's memory before scoring with reward models and training
     with timed_stage(result, "score"):
         score_stage(round_)
     with timed_stage(result, "select"):

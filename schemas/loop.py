@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -74,6 +74,65 @@ class MathVerifySettings(Strict):
         return value
 
 
+ScorerName = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+RESERVED_SCORERS = ("verifier", "step_verifier")
+
+
+class OrmScorerConfig(Strict):
+    """An outcome reward model from a folder (a one-label sequence-classification model): one
+    value per candidate, its logit."""
+
+    kind: Literal["orm"] = "orm"
+    name: str = ScorerName
+    path: str = Field(min_length=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class PrmScorerConfig(Strict):
+    """A process reward model from a folder (a one-label token-classification model): one
+    probability per step, read at the step's last token."""
+
+    kind: Literal["prm"] = "prm"
+    name: str = ScorerName
+    path: str = Field(min_length=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class PrlScorerConfig(Strict):
+    """PRL process values: the outcome reward decomposed over steps by the policy's log-ratio to
+    the base model, with KL coefficient `eta` (docs/architecture.md)."""
+
+    kind: Literal["prl"] = "prl"
+    name: str = ScorerName
+    eta: float = Field(1.0, gt=0)
+
+
+class MathShepherdConfig(Strict):
+    """Math-Shepherd step labels from rollouts of the round's own policy, on answer-correct
+    candidates only and lazily: a prompt stops being labelled once `enough` of its candidates have
+    every step's label above 0 (each rollout reached the reference at least once). Only the final
+    answer's reference is read."""
+
+    kind: Literal["math_shepherd"] = "math_shepherd"
+    name: str = ScorerName
+    rollouts: int = Field(4, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    max_tokens: int = Field(64, ge=1)
+    seed: int = 0
+    enough: int = Field(4, ge=1)
+
+
+RewardScorer = Annotated[Union[OrmScorerConfig, PrmScorerConfig, PrlScorerConfig, MathShepherdConfig],
+                         Field(discriminator="kind")]
+
+
+def _default_name(value: object) -> object:
+    """A reward scorer's `name` defaults to its kind (`orm`, `prm`, `prl`, `math_shepherd`)."""
+    if isinstance(value, dict) and "name" not in value and "kind" in value:
+        return {**value, "name": value["kind"]}
+    return value
+
+
 class ScoringStage(Strict):
     """Which scorers run on every candidate."""
 
@@ -108,6 +167,32 @@ class ScoringStage(Strict):
     step_verifier: bool = True  # the demo task's process-level rule verifier
     prl_eta: float | None = Field(None, gt=0)  # set to compute PRL process values (scorer "prl")
     chunk_size: int = Field(4096, ge=1)  # candidates per scores shard (whole prompt groups)
+    # learned and derived scorers run on each round's train candidates after the rule scorers
+    reward_models: list[RewardScorer] = []
+
+    @field_validator("reward_models", mode="before")
+    @classmethod
+    def _named_by_kind(cls, value: object) -> object:
+        return [_default_name(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("reward_models")
+    @classmethod
+    def _distinct_names(cls, entries: list) -> list:
+        names = [r.name for r in entries]
+        for name in names:
+            if name in RESERVED_SCORERS:
+                raise ValueError(f"{name!r} is a rule scorer's name; give this one another name")
+            if names.count(name) > 1:
+                raise ValueError(f"two scorers are named {name!r}; set `name` on one")
+        if sum(r.kind == "prl" for r in entries) > 1 or sum(r.kind == "math_shepherd" for r in entries) > 1:
+            raise ValueError("at most one prl and one math_shepherd entry")
+        return entries
+
+    @model_validator(mode="after")
+    def _prl_once(self) -> "ScoringStage":
+        if self.prl_eta is not None and any(r.kind == "prl" for r in self.reward_models):
+            raise ValueError("PRL is set twice: use scoring.prl_eta or a reward_models entry of kind prl, not both")
+        return self
 
 
 class FinetuneStage(Strict):

@@ -126,6 +126,16 @@ class PrmMinThreshold(_Config):
     min: FiniteFloat
 
 
+class StepsAbove(_Config):
+    """Keep candidates whose every step score is above `above` (Math-Shepherd: every step reached
+    the reference in some rollout). A candidate the scorer left unlabelled does not pass: lazy
+    labelling stops once a prompt has enough candidates that pass."""
+
+    kind: Literal["steps_above"] = "steps_above"
+    scorer: ScorerName = "math_shepherd"
+    above: FiniteFloat = 0.0
+
+
 class BestOfN(_Config):
     """Keep the single best candidate per prompt by a score (ties to the lower sample_index)."""
 
@@ -215,7 +225,7 @@ class PrlWeights(_Config):
 
 Step = Annotated[
     Union[
-        KeepCorrect, KeepAllStepsCorrect, Threshold, PrmMinThreshold, BestOfN, TopK,
+        KeepCorrect, KeepAllStepsCorrect, Threshold, PrmMinThreshold, StepsAbove, BestOfN, TopK,
         MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, PrlWeights,
     ],
     Field(discriminator="kind"),
@@ -313,6 +323,28 @@ PRESETS: dict[str, SelectionPolicy] = {
         SelectionPolicy(
             name="majority",
             steps=[MajorityPseudoLabel(), Dedup(mode="normalised"), MaxPerPrompt(m=4)],
+        ),
+        # answer-correct and every step's Math-Shepherd label above 0
+        SelectionPolicy(
+            name="rft_mc",
+            steps=[KeepCorrect(), StepsAbove(), Dedup(mode="normalised"), MaxPerPrompt(m=4)],
+        ),
+        # answer-correct, the best 4 by their lowest PRM step score
+        SelectionPolicy(
+            name="rft_prm",
+            steps=[KeepCorrect(), Dedup(mode="normalised"),
+                   TopK(score=ScoreRef(scorer="prm", field="steps", aggregate="min"), k=4)],
+        ),
+        # answer-correct, the best 4 by the pairwise judge's tournament score
+        SelectionPolicy(
+            name="rft_judge",
+            steps=[KeepCorrect(), Dedup(mode="normalised"), TopK(score=ScoreRef(scorer="judge"), k=4)],
+        ),
+        # answer-correct, weighted by PRL's process value (clipped to [0, 2], mean 1 over the kept set)
+        SelectionPolicy(
+            name="prl_weighted",
+            steps=[KeepCorrect(), Dedup(mode="normalised"), MaxPerPrompt(m=4),
+                   PrlWeights(clip_min=0.0, clip_max=2.0, normalise="mean")],
         ),
     )
 }

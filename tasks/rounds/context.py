@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.loop import LoopConfig
+from schemas.loop import LoopConfig, MathShepherdConfig
 from tasks.evaluation.evaluate import EVAL_SPLIT
-from tasks.generation.generate import LazyBackend, generation_hash, model_id_for
+from tasks.generation.generate import GenerationBackend, LazyBackend, generation_hash, model_id_for
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.prompts.sources import split_prompts
 from tasks.runtime.errors import StageFailed
 from tasks.runtime.logs import run_logger
+from tasks.scoring.math_shepherd import MathShepherdScorer
+from tasks.scoring.reward_model import ORMScorer, PRMScorer
 from tasks.scoring.score import PRLScorer, rule_scorers
 
 
@@ -103,13 +105,40 @@ class Round:
         return rule_scorers(self.config.scoring)
 
     def scorers(self) -> list[Any]:
-        """The scorers every train candidate of the round gets, in order (PRL reads the
-        verifier's rows)."""
+        """The scorers every train candidate of the round gets, in order: the rule scorers, then
+        PRL (it reads the verifier's rows) and the reward models from folders. Math-Shepherd
+        labels are not among them: they need the engine (`labeller`)."""
+        scoring, fmt = self.config.scoring, self.config.generation.format
+        separator = self.config.generation.step_separator
         scorers = self.rule_scorers()
-        if self.config.scoring.prl_eta is not None:
-            scorers.append(PRLScorer(self.lake, self.iteration, self.config.base_model,
-                                     self.config.scoring.prl_eta, self.config.generation.format))
+        if scoring.prl_eta is not None:
+            scorers.append(PRLScorer(self.lake, self.iteration, self.config.base_model, scoring.prl_eta, fmt))
+        for entry in scoring.reward_models:
+            if entry.kind == "prl":
+                scorers.append(PRLScorer(self.lake, self.iteration, self.config.base_model, entry.eta, fmt,
+                                         name=entry.name))
+            elif entry.kind in ("orm", "prm"):
+                factory = ORMScorer if entry.kind == "orm" else PRMScorer
+                scorers.append(factory(entry.path, name=entry.name, prompt_format=fmt, batch_size=entry.batch_size,
+                                       step_separator=separator))
         return scorers
+
+    def math_shepherd(self) -> MathShepherdConfig | None:
+        """The round's Math-Shepherd settings, when it labels steps."""
+        return next((r for r in self.config.scoring.reward_models if r.kind == "math_shepherd"), None)
+
+    def labeller(self, engine: GenerationBackend) -> tuple[MathShepherdScorer, int] | None:
+        """The Math-Shepherd scorer over the round's engine and its `enough`, when configured."""
+        entry = self.math_shepherd()
+        if entry is None:
+            return None
+        g, scoring = self.config.generation, self.config.scoring
+        rollout = g.sampling.model_copy(update={"n": entry.rollouts, "temperature": entry.temperature,
+                                                "max_tokens": entry.max_tokens, "seed": entry.seed})
+        scorer = MathShepherdScorer(engine, rollout, model_id=self.model_in.model_id, prompt_format=g.format,
+                                    step_separator=g.step_separator, verifier_mode=scoring.verifier_mode,
+                                    timeout_s=scoring.timeout_s, workers=scoring.workers, name=entry.name)
+        return scorer, entry.enough
 
 
 class Engines:

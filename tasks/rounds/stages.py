@@ -14,6 +14,7 @@ from tasks.lake.store import Lake
 from tasks.rounds.context import ModelRef, Round, model_for_round, round_model_dir
 from tasks.runtime.logs import run_logger
 from tasks.runtime.progress import progress_bar
+from tasks.scoring.math_shepherd import label_lazily
 from tasks.scoring.score import load_candidates, prompt_chunks, score_candidates
 from tasks.selection.select import policy_hash, select
 from tasks.training.finetune import finetune_on_selection
@@ -135,3 +136,36 @@ def finetune_in_round(round_: Round) -> ModelRef:
         fmt=config.generation.format, sampling_hash=round_.sampling_hash, run_id=f"run {config.run_id}")
     _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
     return ModelRef(str(path), model_id)
+
+
+def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
+    """Math-Shepherd labels for the round's answer-correct candidates, rolled out by the round's
+    own engine, lazily (`tasks.scoring.math_shepherd.label_lazily`); None when not configured.
+    The verifier scores the round's candidates first (its rows are the ones the score stage
+    would write)."""
+    made = round_.labeller(engine)
+    if made is None:
+        return None
+    scorer, enough = made
+    candidates = round_candidates(round_)
+    verifier = round_.rule_scorers()[0]
+    try:
+        score_candidates(round_.lake, verifier, candidates, round_.iteration,
+                         chunk_size=round_.config.scoring.chunk_size)
+        correct = answer_correct_ids(round_.lake, round_.iteration, verifier.version)
+        report = label_lazily(round_.lake, scorer, candidates, correct, round_.iteration, enough)
+    finally:
+        verifier.close()
+        scorer.close()
+    _log().info("math-shepherd: %d candidates labelled (%d already) in %d wave(s), %d rollouts; %d prompts "
+                "reached %d candidates with every step above 0", report.labelled, report.already, report.waves,
+                report.rollouts, report.prompts_enough, enough)
+    return report.__dict__
+
+
+def answer_correct_ids(lake: Lake, iteration: int, verifier_version: str) -> set[str]:
+    """Ids of the iteration's candidates the verifier (this version) found correct."""
+    rows = connect(lake).execute(
+        "SELECT candidate_id FROM scores WHERE iteration = ? AND scorer = 'verifier' AND scorer_version = ? "
+        "AND label = 'correct'", [iteration, verifier_version]).fetchall()
+    return {cid for (cid,) in rows}

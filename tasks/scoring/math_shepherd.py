@@ -16,11 +16,14 @@ label).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks.generation.generate import GenerationBackend, check_backend_prompts_fit, format_prompt, split_steps
 from tasks.lake import ids
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
 from tasks.scoring.verify import CORRECT, DEFAULT_EXTRACTORS, INCORRECT, Verifier, VerifyItem
 
 SCORER = "math_shepherd"
@@ -50,7 +53,9 @@ class MathShepherdScorer:
 
     def __init__(self, backend: GenerationBackend, sampling: SamplingConfig, *, model_id: str,
                  prompt_format: PromptFormat | None = None, step_separator: str = "\n",
-                 verifier_mode: str = "exact", timeout_s: float = 5.0, workers: int = 2) -> None:
+                 verifier_mode: str = "exact", timeout_s: float = 5.0, workers: int = 2,
+                 name: str = SCORER) -> None:
+        self.name = name
         self.backend, self.sampling = backend, sampling.model_copy(update={"logprobs": False})
         self.format = prompt_format or PromptFormat()
         self.step_separator = step_separator
@@ -103,3 +108,76 @@ class MathShepherdScorer:
     def close(self) -> None:
         """Stop the verifier's worker pool (the backend belongs to the caller)."""
         self._verifier.close()
+
+
+@dataclass
+class LabelReport:
+    """What lazy labelling did: candidates labelled now, already labelled, waves, rollouts."""
+
+    labelled: int = 0
+    already: int = 0
+    waves: int = 0
+    rollouts: int = 0
+    prompts_enough: int = 0  # prompts that reached `enough` candidates with every step above 0
+
+
+def every_step_reaches(step_scores: Sequence[float] | None) -> bool:
+    """True when every step's Math-Shepherd label is above 0 (some rollout reached the reference)."""
+    return bool(step_scores) and all(s > 0 for s in step_scores)
+
+
+def label_lazily(lake: Lake, scorer: "MathShepherdScorer", candidates: Sequence[dict], correct: set[str],
+                 iteration: int, enough: int) -> LabelReport:
+    """Math-Shepherd labels for the answer-correct candidates (ids in `correct`), lazily.
+
+    Wave w labels, for every prompt still short of `enough` candidates whose every step is above 0,
+    its next unlabelled answer-correct candidate in sample order; waves repeat until no prompt needs
+    one. Labels already in the lake (same scorer version) count and are not redone, so a resumed
+    or repeated run labels the same candidates.
+    """
+    groups: dict[str, list[dict]] = {}
+    for c in sorted(candidates, key=lambda c: (c["prompt_id"], c["sample_index"])):
+        if c["candidate_id"] in correct:
+            groups.setdefault(c["prompt_id"], []).append(c)
+    labels = stored_labels(lake, iteration, scorer.name, scorer.version)
+    report = LabelReport(already=sum(c["candidate_id"] in labels for g in groups.values() for c in g))
+    while True:
+        wave = []
+        for group in groups.values():
+            if sum(every_step_reaches(labels.get(c["candidate_id"])) for c in group) >= enough:
+                continue
+            todo = [c for c in group if c["candidate_id"] not in labels]
+            if todo:
+                wave.append(todo[0])
+        if not wave:
+            break
+        before = scorer.rollouts
+        rows = scorer.score(wave)
+        if rows:
+            _write_labels(lake, scorer, wave, rows, iteration)
+        for c in wave:  # a candidate the scorer gives no row (its outcome unparseable) is not retried
+            labels[c["candidate_id"]] = None
+        labels.update({row["candidate_id"]: row["step_scores"] for row in rows})
+        report.labelled += len(rows)
+        report.waves += 1
+        report.rollouts += scorer.rollouts - before
+    report.prompts_enough = sum(
+        sum(every_step_reaches(labels.get(c["candidate_id"])) for c in group) >= enough for group in groups.values())
+    return report
+
+
+def stored_labels(lake: Lake, iteration: int, name: str, version: str) -> dict[str, list[float] | None]:
+    """Step labels this scorer version already wrote in the iteration, by candidate id."""
+    if not lake.shards("scores", iteration):
+        return {}
+    rows = connect(lake).execute(
+        "SELECT candidate_id, step_scores FROM scores WHERE iteration = ? AND scorer = ? AND scorer_version = ?",
+        [iteration, name, version]).fetchall()
+    return {cid: steps for cid, steps in rows}
+
+
+def _write_labels(lake: Lake, scorer: "MathShepherdScorer", wave: Sequence[dict], rows: list[dict],
+                  iteration: int) -> None:
+    shard = ids.content_hash("scores-chunk", scorer.name, scorer.version, [c["candidate_id"] for c in wave])
+    lake.write("scores", rows, iteration=iteration, shard=shard,
+               metadata={"scorer": scorer.name, "scorer_version": scorer.version})

@@ -139,10 +139,12 @@ class PRLScorer:
     name = "prl"
 
     def __init__(self, lake: Lake, iteration: int, reference_path: str, eta: float = 1.0,
-                 prompt_format: Any = None, batch_size: int = 64, outcome_version: str | None = None) -> None:
+                 prompt_format: Any = None, batch_size: int = 64, outcome_version: str | None = None,
+                 name: str = "prl") -> None:
         from schemas.generation import PromptFormat
         from tasks.scoring.prl import check_eta
 
+        self.name = name
         self.lake, self.iteration, self.reference_path, self.eta = lake, iteration, reference_path, check_eta(eta)
         self.format = prompt_format or PromptFormat()
         self.batch_size = batch_size

@@ -27,7 +27,7 @@ import pyarrow.parquet  # noqa: F401  (pa.parquet)
 from schemas import table_spec
 from schemas.policy import (
     BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
-    PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Threshold, TopK,
+    PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, StepsAbove, Threshold, TopK,
     canonical,
 )
 from tasks.lake.ids import canonical_json, content_hash
@@ -254,6 +254,20 @@ def _prm_min_threshold(step: PrmMinThreshold, ctx: _Context, kept: Kept) -> Kept
                      step.min)
 
 
+def _steps_above(step: StepsAbove, ctx: _Context, kept: Kept) -> Kept:
+    column, version = ctx.need(step.scorer, "steps"), score_column(step.scorer, "version")
+
+    def keep(row: Row) -> bool:
+        if row.get(version) is None:
+            return False  # not labelled
+        steps = row[column]
+        if steps and not all(math.isfinite(s) for s in steps):
+            raise ValueError(f"{ctx.where}: candidate {row['candidate_id']} has a non-finite {step.scorer!r} step")
+        return bool(steps) and min(steps) > step.above
+
+    return _filter(kept, keep)
+
+
 def _best_of_n(step: BestOfN, ctx: _Context, kept: Kept) -> Kept:
     ctx.check(step.score)
     return _rank(kept, ctx, step.score, 1)
@@ -344,6 +358,7 @@ STEPS: dict[str, Callable[[Any, _Context, Kept], Kept]] = {
     "keep_all_steps_correct": _keep_all_steps_correct,
     "threshold": _threshold,
     "prm_min_threshold": _prm_min_threshold,
+    "steps_above": _steps_above,
     "best_of_n": _best_of_n,
     "top_k": _top_k,
     "majority_pseudo_label": _majority_pseudo_label,

@@ -302,9 +302,16 @@ CONFIG_CASES = [
                  "rounds: Input should be a valid integer, unable to parse string as an integer",
                  id="config-wrong-type"),
     pytest.param("rounds: 1\n", "missing key 'run_id'", id="config-missing-run-id"),
+    pytest.param("run_id: x\nscoring:\n  reward_models: [{kind: orm, path: a}, {kind: orm, path: b}]\n",
+                 "scoring.reward_models: two scorers are named 'orm'; set `name` on one", id="config-two-scorers-one-name"),
+    pytest.param("run_id: x\nscoring:\n  reward_models: [{kind: ensemble}]\n",
+                 "scoring.reward_models.0: Input tag 'ensemble' found using 'kind' does not match any of the expected "
+                 "tags: 'orm', 'prm', 'prl', 'math_shepherd'",
+                 id="config-unknown-reward-model-kind"),
     pytest.param("run_id: x\nselection: keep_everything\n",
                  "selection: unknown policy preset 'keep_everything' (presets: keep_correct, "
-                 "all_steps_correct, rft, majority)", id="config-unknown-preset"),
+                 "all_steps_correct, rft, majority, rft_mc, rft_prm, rft_judge, prl_weighted)",
+                 id="config-unknown-preset"),
     pytest.param("run_id: x\nfinetune:\n  learning_rate: .inf\n",
                  "finetune.learning_rate: Input should be a finite number", id="config-infinite-learning-rate"),
     pytest.param("run_id: x\nfinetune:\n  epochs: .nan\n", "finetune.epochs: Input should be a finite number",

@@ -1,0 +1,90 @@
+"""Reward models as loop stages, on a real round through Prefect: Math-Shepherd labels rolled out by
+the round's engine (answer-correct candidates, lazily), PRL, and an ORM and a PRM from folders
+(tiny random models of those shapes, built here), each under its configured name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.loop import iteration_flow
+from schemas.config import parse_config
+from schemas.loop import LoopConfig
+from schemas.policy import PRESETS
+from tasks.lake.sql import connect
+from tasks.lake.store import Lake
+from tasks.prompts.demo_task import make_splits
+from tasks.prompts.sources import demo_prompt_rows, write_prompts
+from tasks.selection.select import apply_policy, scored_candidates
+
+
+def random_reward_model(base: Path, out: Path, kind: str) -> Path:
+    """A one-label classifier with the base model's shape and tokenizer, randomly initialised."""
+    import torch
+    from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                              AutoTokenizer)
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(base, num_labels=1)
+    loader = AutoModelForSequenceClassification if kind == "orm" else AutoModelForTokenClassification
+    loader.from_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_harness, tiny_model_dir, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.root.mkdir()
+    write_prompts(lake, demo_prompt_rows(make_splits(20, 16, 4, seed=11)))
+    orm = random_reward_model(tiny_model_dir, tmp_path / "orm", "orm")
+    prm = random_reward_model(tiny_model_dir, tmp_path / "prm", "prm")
+    config = parse_config({
+        "run_id": "rm", "lake": str(lake.root), "models_dir": str(tmp_path / "models"),
+        "base_model": str(tiny_model_dir), "rounds": 1,
+        "generation": {"engine": {"backend": "hf"}, "chunk_size": 8,
+                       "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 48, "seed": 0}},
+        "scoring": {"step_verifier": False, "reward_models": [
+            {"kind": "math_shepherd", "rollouts": 2, "max_tokens": 32, "enough": 1},
+            {"kind": "prl", "eta": 1.0},
+            {"kind": "orm", "name": "orm_small", "path": str(orm)},
+            {"kind": "prm", "path": str(prm)}]},
+        "selection": {"name": "best-by-verifier", "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
+        "finetune": {"epochs": 1, "batch_size": 8},
+        "evaluation": {"sampling": {"n": 2, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 2]},
+    }, LoopConfig)
+    summary = iteration_flow(config, 0)
+    assert "label" in summary["seconds"]
+
+    con = connect(lake)
+    train = {cid: (prompt, index) for cid, prompt, index in con.execute(
+        "SELECT c.candidate_id, c.prompt_id, c.sample_index FROM candidates c JOIN prompts p USING (prompt_id) "
+        "WHERE p.split = 'train' AND c.iteration = 0").fetchall()}
+    assert len(train) == 16 * 4
+    scored = dict(con.execute("SELECT scorer, count(DISTINCT candidate_id) FROM scores WHERE iteration = 0 "
+                              "AND candidate_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY scorer",
+                              [list(train)]).fetchall())
+    # PRL values candidates with an outcome (the verifier's value; not unparseable ones)
+    with_outcome = con.execute("SELECT count(*) FROM scores WHERE scorer = 'verifier' AND value IS NOT NULL "
+                               "AND candidate_id IN (SELECT unnest(?::VARCHAR[]))", [list(train)]).fetchone()[0]
+    assert 0 < with_outcome
+    assert {k: v for k, v in scored.items() if k != "math_shepherd"} == {
+        "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64}
+    correct = {cid for (cid,) in con.execute(
+        "SELECT candidate_id FROM scores WHERE scorer = 'verifier' AND label = 'correct'").fetchall()} & set(train)
+    labels = dict(con.execute("SELECT candidate_id, step_scores FROM scores WHERE scorer = 'math_shepherd'").fetchall())
+    assert correct, "the test model should answer some train prompts right"
+    assert set(labels) <= correct  # only answer-correct candidates are rolled out
+    # lazily, with enough = 1: a prompt's answer-correct candidates are labelled in sample order up to
+    # and including the first whose every step is above 0
+    by_prompt: dict[str, list[str]] = {}
+    for cid in sorted(correct, key=lambda c: train[c]):
+        by_prompt.setdefault(train[cid][0], []).append(cid)
+    for group in by_prompt.values():
+        done = [cid for cid in group if cid in labels]
+        assert done == group[:len(done)] and done
+        passing = [all(s > 0 for s in labels[cid]) for cid in done]
+        assert passing.count(True) <= 1 and (not any(passing) or passing[-1])
+        assert any(passing) or len(done) == len(group)
+
+    # rft_mc over the round's own frame keeps only answer-correct samples whose every step reaches
+    frame = scored_candidates(lake, 0, split="train")
+    kept = {row["candidate_id"] for row in apply_policy(frame, PRESETS["rft_mc"])}
+    assert kept <= {cid for cid in labels if all(s > 0 for s in labels[cid])}
