@@ -218,11 +218,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_reward_models(args: argparse.Namespace) -> int:
     """Train the ORM and PRM from a policy's samples and write the reward-model report."""
-    from flows.reward_models import reward_models_flow
     from schemas.config import load_config_with_lake
     from schemas.reward_models import RewardModelsConfig
 
-    result = reward_models_flow(load_config_with_lake(args.config, RewardModelsConfig, args.lake_override))
+    config = load_config_with_lake(args.config, RewardModelsConfig, args.lake_override)  # before the slow imports
+    from flows.reward_models import reward_models_flow
+
+    result = reward_models_flow(config)
     figures = result["figures"]
     print(json.dumps({"orm_auroc": figures["orm_auroc"]["auroc"],
                       "best_of_n": {k: round(v["value"], 4) for k, v in figures["best_of_n"].items()},
@@ -232,11 +234,13 @@ def cmd_reward_models(args: argparse.Namespace) -> int:
 
 def cmd_best_of_n(args: argparse.Namespace) -> int:
     """Sample N answers per prompt, pick one by every reference-free method, print accuracy beside cost."""
-    from flows.best_of_n import best_of_n_flow
     from schemas.best_of_n import BestOfNConfig
     from schemas.config import load_config_with_lake
 
-    result = best_of_n_flow(load_config_with_lake(args.config, BestOfNConfig, args.lake_override))
+    config = load_config_with_lake(args.config, BestOfNConfig, args.lake_override)  # before the slow imports
+    from flows.best_of_n import best_of_n_flow
+
+    result = best_of_n_flow(config)
     print(result["table"])
     for method, why in result["skipped"].items():
         print(f"skipped {method}: {why}")
@@ -246,26 +250,28 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The loop: bootstrap if configured, then R rounds."""
+    config = _load_loop_config(args.config, args.lake_override)  # a bad config fails before the slow imports
     from flows.loop import self_improve_flow
 
-    summary = self_improve_flow(_load_loop_config(args.config, args.lake_override))
+    summary = self_improve_flow(config)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
     """One round of the loop by hand."""
+    config = _load_loop_config(args.config, args.lake_override)
     from flows.loop import iteration_flow
 
-    print(json.dumps(iteration_flow(_load_loop_config(args.config, args.lake_override), args.iteration), indent=2))
+    print(json.dumps(iteration_flow(config, args.iteration), indent=2))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate one model folder on the eval split."""
+    config = _load_loop_config(args.config, args.lake_override) if args.config else None
     from flows.evaluation import evaluation_flow
 
-    config = _load_loop_config(args.config, args.lake_override) if args.config else None
     print(json.dumps(evaluation_flow(args.model, config, args.lake, args.run_id, args.iteration), indent=2))
     return 0
 

@@ -206,6 +206,11 @@ class FinetuneStage(Strict):
     max_length: int = Field(256, ge=8)
     seed: int = 0
     use_weights: bool = True  # per-sample weights from the selection (e.g. PRL)
+    # per-token weights in the SFT loss: `prl` weighs each step's tokens by its PRL process value
+    # (scores of `token_weight_scorer`), clipped to [0, token_weight_clip], divided by the sample's mean
+    token_weights: Literal["none", "prl"] = "none"
+    token_weight_scorer: str = Field("prl", min_length=1)
+    token_weight_clip: float = Field(2.0, gt=0)
     # LoRA through peft (for large models); None = full finetuning. The adapter is merged into the
     # saved checkpoint, so the next round's engine loads a plain model folder.
     lora_r: int | None = Field(None, ge=1)

@@ -41,9 +41,10 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    """A temporary Prefect server and PREFECT_HOME for this module's flow runs."""
+    """A temporary Prefect server and PREFECT_HOME for the flow runs of the session (one server:
+    starting one takes about 25 s here)."""
     from prefect.testing.utilities import prefect_test_harness
 
     home = tmp_path_factory.mktemp("prefect-home")

@@ -1,8 +1,10 @@
 """Reward models as loop stages, on a real round through Prefect: Math-Shepherd labels rolled out by
 the round's engine (answer-correct candidates, lazily), PRL, and an ORM and a PRM from folders
-(tiny random models of those shapes, built here), each under its configured name."""
+(tiny random models of those shapes, built here), each under its configured name; finetuning with
+PRL token weights."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flows.loop import iteration_flow
@@ -47,11 +49,13 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
             {"kind": "orm", "name": "orm_small", "path": str(orm)},
             {"kind": "prm", "path": str(prm)}]},
         "selection": {"name": "best-by-verifier", "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
-        "finetune": {"epochs": 1, "batch_size": 8},
+        "finetune": {"epochs": 1, "batch_size": 8, "token_weights": "prl"},
         "evaluation": {"sampling": {"n": 2, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 2]},
     }, LoopConfig)
     summary = iteration_flow(config, 0)
     assert "label" in summary["seconds"]
+    card = json.loads((Path(config.models_dir) / "rm" / "iter-1" / "flywheel_card.json").read_text())
+    assert card["inputs"]["finetune config"]["token_weights"] == "prl"  # trained with PRL token weights
 
     con = connect(lake)
     train = {cid: (prompt, index) for cid, prompt, index in con.execute(

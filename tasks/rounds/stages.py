@@ -133,7 +133,8 @@ def finetune_in_round(round_: Round) -> ModelRef:
         round_.lake, iteration=round_.iteration, source_model_id=model.model_id,
         policy_hash=policy_hash(config.selection), start_path=start.path, start_model_id=start.model_id,
         output=round_model_dir(config, round_.iteration + 1), stage=config.finetune,
-        fmt=config.generation.format, sampling_hash=round_.sampling_hash, run_id=f"run {config.run_id}")
+        fmt=config.generation.format, sampling_hash=round_.sampling_hash, run_id=f"run {config.run_id}",
+        step_separator=config.generation.step_separator)
     _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
     return ModelRef(str(path), model_id)
 

@@ -31,11 +31,17 @@ logger = logging.getLogger("flywheel.finetune")
 
 @dataclass(frozen=True)
 class Example:
-    """One training example: the formatted prompt, the completion to learn, and its weight."""
+    """One training example: the formatted prompt, the completion to learn, and its weight.
+
+    `spans`, when given, weighs the completion's tokens: (end, weight) pairs in order of `end`, a
+    character offset into the completion; a token takes the weight of the first span that ends
+    after its first character (tokens past the last span, EOS included, take the last weight).
+    """
 
     prompt: str
     completion: str
     weight: float = 1.0
+    spans: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,26 @@ def encode_examples(tokenizer, examples: Sequence[Example], max_length: int):
     return encoded
 
 
+def completion_token_weights(tokenizer, examples: Sequence[Example]) -> list[list[float]] | None:
+    """Per example, one weight per completion token plus EOS (as `encode_examples` lays them out),
+    from its `spans`; None when no example has spans. Needs a fast tokenizer (character offsets)."""
+    if all(e.spans is None for e in examples):
+        return None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("token weights need a fast tokenizer (one that reports character offsets)")
+    encoded = tokenizer([e.completion for e in examples], add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for example, offsets in zip(examples, encoded["offset_mapping"]):
+        spans = example.spans or ((len(example.completion), 1.0),)
+        weights, span = [], 0
+        for start, _ in offsets:
+            while span < len(spans) - 1 and start >= spans[span][0]:
+                span += 1
+            weights.append(spans[span][1])
+        out.append(weights + [spans[-1][1]])
+    return out
+
+
 def train(
     model,
     tokenizer,
@@ -176,7 +202,8 @@ def train(
     # the scheduler is not prepared: Accelerate would step it once per process per step
     prepared, optimizer = accelerator.prepare(trainable_model, optimizer)
     batch = _Batcher(encoded, torch.tensor([e.weight for e in examples], dtype=torch.float32),
-                     _pad_id(tokenizer), accelerator.process_index, accelerator.num_processes)
+                     _pad_id(tokenizer), accelerator.process_index, accelerator.num_processes,
+                     completion_token_weights(tokenizer, examples))
 
     losses: list[float] = []
     start = time.perf_counter()
@@ -276,23 +303,35 @@ class _Shard:
     attention: "torch.Tensor"
     weights: "torch.Tensor"
     total_weight: "torch.Tensor"
+    token_weights: "torch.Tensor | None" = None  # per position, aligned with labels
 
 
 class _Batcher:
     """Cuts this process's shard (every num_processes-th example) out of a global batch."""
 
     def __init__(self, encoded: list[tuple[list[int], int]], weights: "torch.Tensor", pad: int, rank: int,
-                 processes: int):
+                 processes: int, token_weights: list[list[float]] | None = None):
         self.encoded, self.weights, self.pad = encoded, weights, pad
         self.rank, self.processes = rank, processes
+        self.token_weights = token_weights
 
     def __call__(self, indices: list[int], device: "torch.device") -> _Shard:
         """The shard of global batch `indices`, as tensors on `device`."""
         mine = indices[self.rank:: self.processes]
         input_ids, labels, attention = _collate([self.encoded[i] for i in mine], self.pad)
         total = self.weights[indices].to(device).sum().clamp(min=1e-8)
+        token_weights = None
+        if self.token_weights is not None:
+            import torch
+
+            token_weights = torch.ones(labels.shape, dtype=torch.float32)
+            for row, i in enumerate(mine):
+                _, prompt_len = self.encoded[i]
+                values = self.token_weights[i]
+                token_weights[row, prompt_len: prompt_len + len(values)] = torch.tensor(values)
+            token_weights = token_weights.to(device)
         return _Shard(input_ids.to(device), labels.to(device), attention.to(device),
-                      self.weights[mine].to(device), total)
+                      self.weights[mine].to(device), total, token_weights)
 
 
 def _train_step(accelerator, model, optimizer, shard: _Shard, config: TrainConfig) -> float:
@@ -302,7 +341,8 @@ def _train_step(accelerator, model, optimizer, shard: _Shard, config: TrainConfi
     Accelerate's DDP averages gradients over processes: the update is that of the whole batch.
     """
     logits = model(input_ids=shard.input_ids, attention_mask=shard.attention).logits
-    part = _weighted_completion_loss(logits.float(), shard.labels, shard.weights, shard.total_weight)
+    part = _weighted_completion_loss(logits.float(), shard.labels, shard.weights, shard.total_weight,
+                                     shard.token_weights)
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(part * accelerator.num_processes)
     if config.grad_clip:
@@ -345,11 +385,13 @@ def _collate(items: list[tuple[list[int], int]], pad: int):
     return input_ids, labels, attention
 
 
-def _weighted_completion_loss(logits, labels, weights, total_weight):
+def _weighted_completion_loss(logits, labels, weights, total_weight, token_weights=None):
     """Weighted sum over examples of each example's mean next-token loss on its completion, over `total_weight`.
 
     With `total_weight` the weight of the whole global batch, the processes' values add up to the
-    global batch's weighted mean.
+    global batch's weighted mean. With `token_weights` (per position, like `labels`), each token's
+    loss is scaled by its weight inside the example's mean (the mean still divides by the token
+    count, so weights that average 1 over an example keep its scale).
     """
     import torch.nn.functional as F
 
@@ -360,6 +402,10 @@ def _weighted_completion_loss(logits, labels, weights, total_weight):
         ignore_index=-100, reduction="none",
     ).view(shift_labels.shape)
     mask = (shift_labels != -100).float()
+    if token_weights is not None:
+        mask = mask * token_weights[:, 1:]
+        count = (shift_labels != -100).float().sum(1)
+        return ((token_loss * mask).sum(1) / count.clamp(min=1) * weights).sum() / total_weight
     per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
     return (per_example * weights).sum() / total_weight
 
@@ -444,9 +490,63 @@ def refuse_other_checkpoint(output: Path, model_id: str, inputs: dict, what: str
         f"{model_id}. The folder is kept: use a new run_id, or move the folder away to train again")
 
 
+TOKEN_WEIGHT_FIELDS = ("token_weights", "token_weight_scorer", "token_weight_clip")
+
+
+def stage_fingerprint(stage) -> dict:
+    """The finetune settings a model id covers: the token-weight settings only when token weights
+    are on (a model trained without them keeps the id it had before they existed)."""
+    dump = stage.model_dump(mode="json")
+    if dump.get("token_weights", "none") == "none":
+        dump = {k: v for k, v in dump.items() if k not in TOKEN_WEIGHT_FIELDS}
+    return dump
+
+
+def prl_step_weights(values: Sequence[float], clip: float) -> list[float]:
+    """Per-step token weights from PRL process values: each value clipped to [0, clip], then divided
+    by their mean, so a sample's tokens average weight 1 and its sample weight keeps its meaning.
+
+    A step whose value is below 0 (its tokens' drift from the base model outweighs the outcome's
+    advantage) gets weight 0: the loss does not push it. The clip keeps one step from dominating.
+    When every step clips to 0 the weights are uniform (the sample was kept; it is learned as is).
+    """
+    clipped = [min(max(float(v), 0.0), clip) for v in values]
+    mean = sum(clipped) / len(clipped) if clipped else 0.0
+    if mean <= 0:
+        return [1.0] * len(values)
+    return [c / mean for c in clipped]
+
+
+def token_weight_spans(lake, iteration: int, rows: Sequence[dict], stage, step_separator: str,
+                       ) -> dict[str, tuple[tuple[int, float], ...]]:
+    """Per kept candidate, the (end, weight) spans of its completion from the scorer's step values;
+    a candidate without them, or with another step count, is an error naming it."""
+    from tasks.generation.generate import split_steps
+    from tasks.lake.sql import connect
+
+    scorer = stage.token_weight_scorer
+    values = dict(connect(lake).execute(
+        "SELECT candidate_id, step_scores FROM scores WHERE iteration = ? AND scorer = ? "
+        "AND candidate_id IN (SELECT unnest(?::VARCHAR[]))",
+        [iteration, scorer, [r["candidate_id"] for r in rows]]).fetchall())
+    out = {}
+    for r in rows:
+        steps, found = split_steps(r["text"], step_separator), values.get(r["candidate_id"])
+        if not found:
+            raise ValueError(f"token_weights: {stage.token_weights} needs {scorer!r} step scores, and kept candidate "
+                             f"{r['candidate_id']} has none: add {{kind: prl}} to scoring.reward_models")
+        if len(found) != len(steps):
+            raise ValueError(f"kept candidate {r['candidate_id']} has {len(steps)} steps but {len(found)} "
+                             f"{scorer!r} step scores")
+        weights = prl_step_weights(found, stage.token_weight_clip)
+        out[r["candidate_id"]] = tuple((end, w) for (_, end), w in zip(steps, weights))
+    return out
+
+
 def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
                           start_model_id: str, output: Path, stage, fmt,
-                          sampling_hash: str | None = None, run_id: str | None = None) -> tuple[Path, str, bool]:
+                          sampling_hash: str | None = None, run_id: str | None = None,
+                          step_separator: str = "\n") -> tuple[Path, str, bool]:
     """Train the next model on a selection and register it; reuse it when the inputs match.
 
     The model id is a hash of its inputs (start model, kept samples and weights, settings), so a
@@ -464,12 +564,14 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     rows = selected_examples(lake, iteration, policy_hash, source_model_id, sampling_hash)
     if not rows:
         raise ValueError(f"selection {policy_hash} kept no samples in iteration {iteration}: nothing to finetune on")
-    examples_hash = ids.content_hash("examples", [(r["candidate_id"], r["weight"]) for r in rows])
-    input_hash = ids.content_hash("finetune", start_model_id, [(r["candidate_id"], r["weight"]) for r in rows],
-                                  stage.model_dump(), fmt.model_dump())
+    spans = (token_weight_spans(lake, iteration, rows, stage, step_separator)
+             if stage.token_weights != "none" else {})
+    kept = [(r["candidate_id"], r["weight"]) + ((spans[r["candidate_id"]],) if spans else ()) for r in rows]
+    examples_hash = ids.content_hash("examples", kept)
+    input_hash = ids.content_hash("finetune", start_model_id, kept, stage_fingerprint(stage), fmt.model_dump())
     model_id = f"ft-{input_hash}"
     inputs = {"start model": start_model_id, "selection": policy_hash, "kept samples": examples_hash,
-              "finetune config": stage.model_dump(mode="json"), "prompt format": fmt.model_dump(mode="json")}
+              "finetune config": stage_fingerprint(stage), "prompt format": fmt.model_dump(mode="json")}
     output = Path(output)
     refuse_other_checkpoint(output, model_id, inputs, f"{run_id or 'run'} iteration {iteration + 1}")
     card_path = output / "flywheel_card.json"
@@ -483,7 +585,8 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
     tokenizer = AutoTokenizer.from_pretrained(start_path)
     model = AutoModelForCausalLM.from_pretrained(start_path)
     examples = [Example(format_prompt(r["problem"], fmt, tokenizer), r["text"],
-                        float(r["weight"]) if stage.use_weights else 1.0) for r in rows]
+                        float(r["weight"]) if stage.use_weights else 1.0, spans.get(r["candidate_id"]))
+                for r in rows]
     config = train_config_for_stage(stage)
     with progress_bar(f"finetune iteration {iteration}", None, "step") as bar:
         def report(step: int, total: int, loss: float) -> None:
