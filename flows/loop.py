@@ -54,6 +54,12 @@ def label_task(round_: Round, engine: LazyBackend) -> dict | None:
     return stages.label_in_round(round_, engine)
 
 
+@task(name="judge", cache_policy=NO_CACHE)
+def judge_task(round_: Round, engine: LazyBackend) -> dict | None:
+    """Rank each prompt's candidates with the round's pairwise-judge tournament."""
+    return stages.judge_in_round(round_, engine)
+
+
 @task(name="select", cache_policy=NO_CACHE)
 def select_task(round_: Round) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
@@ -126,6 +132,9 @@ def run_round(round_: Round, engines: Engines) -> RoundResult:
     if round_.math_shepherd() is not None:
         with timed_stage(result, "label"):
             label_task(round_, engines.over(model))
+    if round_.judge() is not None:
+        with timed_stage(result, "judge"):
+            judge_task(round_, engines.over(model))
     engines.release()  # free the engine's memory before scoring with reward models and training
     with timed_stage(result, "score"):
         score_stage(round_)

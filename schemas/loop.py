@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from schemas.best_of_n import JudgeSettings
 from schemas.bootstrap import BootstrapConfig
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
 from schemas.policy import SelectionPolicy, check_score_names, preset
@@ -78,7 +79,19 @@ ScorerName = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 RESERVED_SCORERS = ("verifier", "step_verifier")
 
 
-class OrmScorerConfig(Strict):
+class NamedScorer(Strict):
+    """An entry of `scoring.reward_models`: its `name` (the scores.scorer of its rows) defaults to
+    its kind."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_kind(cls, value: object) -> object:
+        if isinstance(value, dict) and "name" not in value:
+            return {**value, "name": value.get("kind", cls.model_fields["kind"].default)}
+        return value
+
+
+class OrmScorerConfig(NamedScorer):
     """An outcome reward model from a folder (a one-label sequence-classification model): one
     value per candidate, its logit."""
 
@@ -88,17 +101,25 @@ class OrmScorerConfig(Strict):
     batch_size: int = Field(64, ge=1)
 
 
-class PrmScorerConfig(Strict):
-    """A process reward model from a folder (a one-label token-classification model): one
-    probability per step, read at the step's last token."""
+class PrmScorerConfig(NamedScorer):
+    """A process reward model from a folder: one probability per step. `format` says how it reads
+    steps: `token_classifier` (a one-label token-classification model, sigmoid at each step's last
+    token), `step_tag` (a causal LM, P(good_token) against P(bad_token) at a `step_tag` after each
+    step, as Math-Shepherd's and RLHFlow's PRMs), `two_class` (a two-label token classifier read at
+    a `separator_token` after each step, as Qwen2.5-Math-PRM)."""
 
     kind: Literal["prm"] = "prm"
     name: str = ScorerName
     path: str = Field(min_length=1)
     batch_size: int = Field(64, ge=1)
+    format: Literal["token_classifier", "step_tag", "two_class"] = "token_classifier"
+    step_tag: str = Field("ки", min_length=1)
+    good_token: str = Field("+", min_length=1)
+    bad_token: str = Field("-", min_length=1)
+    separator_token: str = Field("<extra_0>", min_length=1)
 
 
-class PrlScorerConfig(Strict):
+class PrlScorerConfig(NamedScorer):
     """PRL process values: the outcome reward decomposed over steps by the policy's log-ratio to
     the base model, with KL coefficient `eta` (docs/architecture.md)."""
 
@@ -107,7 +128,7 @@ class PrlScorerConfig(Strict):
     eta: float = Field(1.0, gt=0)
 
 
-class MathShepherdConfig(Strict):
+class MathShepherdConfig(NamedScorer):
     """Math-Shepherd step labels from rollouts of the round's own policy, on answer-correct
     candidates only and lazily: a prompt stops being labelled once `enough` of its candidates have
     every step's label above 0 (each rollout reached the reference at least once). Only the final
@@ -122,15 +143,20 @@ class MathShepherdConfig(Strict):
     enough: int = Field(4, ge=1)
 
 
-RewardScorer = Annotated[Union[OrmScorerConfig, PrmScorerConfig, PrlScorerConfig, MathShepherdConfig],
+class JudgeScorerConfig(NamedScorer, JudgeSettings):
+    """A pairwise judge ranking each prompt's candidates by a knockout or ELO tournament; the
+    value is the tournament score (ELO rating, or knockout rounds won). `model` is a generating
+    model folder; None: the round's own policy judges, through its engine."""
+
+    kind: Literal["judge"] = "judge"
+    name: str = ScorerName
+    method: Literal["knockout", "elo"] = "knockout"
+    candidates: Literal["answer_correct", "all"] = "answer_correct"
+
+
+RewardScorer = Annotated[Union[OrmScorerConfig, PrmScorerConfig, PrlScorerConfig, MathShepherdConfig,
+                               JudgeScorerConfig],
                          Field(discriminator="kind")]
-
-
-def _default_name(value: object) -> object:
-    """A reward scorer's `name` defaults to its kind (`orm`, `prm`, `prl`, `math_shepherd`)."""
-    if isinstance(value, dict) and "name" not in value and "kind" in value:
-        return {**value, "name": value["kind"]}
-    return value
 
 
 class ScoringStage(Strict):
@@ -170,11 +196,6 @@ class ScoringStage(Strict):
     # learned and derived scorers run on each round's train candidates after the rule scorers
     reward_models: list[RewardScorer] = []
 
-    @field_validator("reward_models", mode="before")
-    @classmethod
-    def _named_by_kind(cls, value: object) -> object:
-        return [_default_name(v) for v in value] if isinstance(value, list) else value
-
     @field_validator("reward_models")
     @classmethod
     def _distinct_names(cls, entries: list) -> list:
@@ -184,8 +205,9 @@ class ScoringStage(Strict):
                 raise ValueError(f"{name!r} is a rule scorer's name; give this one another name")
             if names.count(name) > 1:
                 raise ValueError(f"two scorers are named {name!r}; set `name` on one")
-        if sum(r.kind == "prl" for r in entries) > 1 or sum(r.kind == "math_shepherd" for r in entries) > 1:
-            raise ValueError("at most one prl and one math_shepherd entry")
+        for kind in ("prl", "math_shepherd", "judge"):
+            if sum(r.kind == kind for r in entries) > 1:
+                raise ValueError(f"at most one {kind} entry")
         return entries
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """Reward models as loop stages, on a real round through Prefect: Math-Shepherd labels rolled out by
 the round's engine (answer-correct candidates, lazily), PRL, and an ORM and a PRM from folders
-(tiny random models of those shapes, built here), each under its configured name; finetuning with
-PRL token weights."""
+(tiny random models of those shapes, built here), each under its configured name; the policy as
+pairwise judge of its answer-correct samples; finetuning with PRL token weights."""
 from __future__ import annotations
 
 import json
@@ -47,13 +47,14 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
             {"kind": "math_shepherd", "rollouts": 2, "max_tokens": 32, "enough": 1},
             {"kind": "prl", "eta": 1.0},
             {"kind": "orm", "name": "orm_small", "path": str(orm)},
-            {"kind": "prm", "path": str(prm)}]},
+            {"kind": "prm", "path": str(prm)},
+            {"kind": "judge", "method": "elo", "max_tokens": 8, "attempts": 1}]},
         "selection": {"name": "best-by-verifier", "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
         "finetune": {"epochs": 1, "batch_size": 8, "token_weights": "prl"},
         "evaluation": {"sampling": {"n": 2, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 2]},
     }, LoopConfig)
     summary = iteration_flow(config, 0)
-    assert "label" in summary["seconds"]
+    assert "label" in summary["seconds"] and "judge" in summary["seconds"]
     card = json.loads((Path(config.models_dir) / "rm" / "iter-1" / "flywheel_card.json").read_text())
     assert card["inputs"]["finetune config"]["token_weights"] == "prl"  # trained with PRL token weights
 
@@ -69,7 +70,7 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
     with_outcome = con.execute("SELECT count(*) FROM scores WHERE scorer = 'verifier' AND value IS NOT NULL "
                                "AND candidate_id IN (SELECT unnest(?::VARCHAR[]))", [list(train)]).fetchone()[0]
     assert 0 < with_outcome
-    assert {k: v for k, v in scored.items() if k != "math_shepherd"} == {
+    assert {k: v for k, v in scored.items() if k not in ("math_shepherd", "judge")} == {
         "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64}
     correct = {cid for (cid,) in con.execute(
         "SELECT candidate_id FROM scores WHERE scorer = 'verifier' AND label = 'correct'").fetchall()} & set(train)
@@ -87,6 +88,12 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
         passing = [all(s > 0 for s in labels[cid]) for cid in done]
         assert passing.count(True) <= 1 and (not any(passing) or passing[-1])
         assert any(passing) or len(done) == len(group)
+
+    # the policy judged its own answer-correct samples, each prompt's by an ELO tournament
+    judged = {cid for (cid,) in con.execute("SELECT candidate_id FROM scores WHERE scorer = 'judge'").fetchall()}
+    assert judged == correct
+    pairs = con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
+    assert (pairs > 0) == any(len(group) > 1 for group in by_prompt.values())
 
     # rft_mc over the round's own frame keeps only answer-correct samples whose every step reaches
     frame = scored_candidates(lake, 0, split="train")

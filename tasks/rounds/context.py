@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.loop import LoopConfig, MathShepherdConfig
+from schemas.generation import PromptFormat
+from schemas.loop import JudgeScorerConfig, LoopConfig, MathShepherdConfig, OrmScorerConfig, PrmScorerConfig
 from tasks.evaluation.evaluate import EVAL_SPLIT
 from tasks.generation.generate import GenerationBackend, LazyBackend, generation_hash, model_id_for
 from tasks.lake.sql import connect
@@ -24,6 +25,7 @@ from tasks.prompts.sources import split_prompts
 from tasks.runtime.errors import StageFailed
 from tasks.runtime.logs import run_logger
 from tasks.scoring.math_shepherd import MathShepherdScorer
+from tasks.scoring.public_prm import StepTagPRMScorer, TwoClassPRMScorer
 from tasks.scoring.reward_model import ORMScorer, PRMScorer
 from tasks.scoring.score import PRLScorer, rule_scorers
 
@@ -118,14 +120,16 @@ class Round:
                 scorers.append(PRLScorer(self.lake, self.iteration, self.config.base_model, entry.eta, fmt,
                                          name=entry.name))
             elif entry.kind in ("orm", "prm"):
-                factory = ORMScorer if entry.kind == "orm" else PRMScorer
-                scorers.append(factory(entry.path, name=entry.name, prompt_format=fmt, batch_size=entry.batch_size,
-                                       step_separator=separator))
+                scorers.append(reward_model_scorer(entry, fmt, separator))
         return scorers
 
     def math_shepherd(self) -> MathShepherdConfig | None:
         """The round's Math-Shepherd settings, when it labels steps."""
         return next((r for r in self.config.scoring.reward_models if r.kind == "math_shepherd"), None)
+
+    def judge(self) -> JudgeScorerConfig | None:
+        """The round's pairwise-judge settings, when it ranks candidates with a judge."""
+        return next((r for r in self.config.scoring.reward_models if r.kind == "judge"), None)
 
     def labeller(self, engine: GenerationBackend) -> tuple[MathShepherdScorer, int] | None:
         """The Math-Shepherd scorer over the round's engine and its `enough`, when configured."""
@@ -139,6 +143,18 @@ class Round:
                                     step_separator=g.step_separator, verifier_mode=scoring.verifier_mode,
                                     timeout_s=scoring.timeout_s, workers=scoring.workers, name=entry.name)
         return scorer, entry.enough
+
+
+def reward_model_scorer(entry: OrmScorerConfig | PrmScorerConfig, fmt: PromptFormat, separator: str) -> Any:
+    """The scorer of an `orm` or `prm` entry of `scoring.reward_models`, by the PRM's format."""
+    common = {"name": entry.name, "prompt_format": fmt, "batch_size": entry.batch_size, "step_separator": separator}
+    if entry.kind == "orm":
+        return ORMScorer(entry.path, **common)
+    if entry.format == "step_tag":
+        return StepTagPRMScorer(entry.path, entry.step_tag, entry.good_token, entry.bad_token, **common)
+    if entry.format == "two_class":
+        return TwoClassPRMScorer(entry.path, entry.separator_token, **common)
+    return PRMScorer(entry.path, **common)
 
 
 class Engines:

@@ -8,12 +8,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from tasks.evaluation.evaluate import eval_hash, evaluate_model
-from tasks.generation.generate import LazyBackend, generate_for_stage
+from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.rounds.context import ModelRef, Round, model_for_round, round_model_dir
 from tasks.runtime.logs import run_logger
 from tasks.runtime.progress import progress_bar
+from tasks.scoring.judge import judge_from_settings
+from tasks.scoring.judge_stage import judge_candidates
 from tasks.scoring.math_shepherd import label_lazily
 from tasks.scoring.score import load_candidates, prompt_chunks, score_candidates
 from tasks.selection.select import policy_hash, select
@@ -139,24 +141,30 @@ def finetune_in_round(round_: Round) -> ModelRef:
     return ModelRef(str(path), model_id)
 
 
-def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
-    """Math-Shepherd labels for the round's answer-correct candidates, rolled out by the round's
-    own engine, lazily (`tasks.scoring.math_shepherd.label_lazily`); None when not configured.
-    The verifier scores the round's candidates first (its rows are the ones the score stage
-    would write)."""
-    made = round_.labeller(engine)
-    if made is None:
-        return None
-    scorer, enough = made
+def verified_candidates(round_: Round) -> tuple[list[dict], set[str]]:
+    """The round's train candidates, verifier-scored (resuming: the rows the score stage would
+    write), and the ids of the answer-correct ones."""
     candidates = round_candidates(round_)
     verifier = round_.rule_scorers()[0]
     try:
         score_candidates(round_.lake, verifier, candidates, round_.iteration,
                          chunk_size=round_.config.scoring.chunk_size)
-        correct = answer_correct_ids(round_.lake, round_.iteration, verifier.version)
-        report = label_lazily(round_.lake, scorer, candidates, correct, round_.iteration, enough)
     finally:
         verifier.close()
+    return candidates, answer_correct_ids(round_.lake, round_.iteration, verifier.version)
+
+
+def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
+    """Math-Shepherd labels for the round's answer-correct candidates, rolled out by the round's
+    own engine, lazily (`tasks.scoring.math_shepherd.label_lazily`); None when not configured."""
+    made = round_.labeller(engine)
+    if made is None:
+        return None
+    scorer, enough = made
+    try:
+        candidates, correct = verified_candidates(round_)
+        report = label_lazily(round_.lake, scorer, candidates, correct, round_.iteration, enough)
+    finally:
         scorer.close()
     _log().info("math-shepherd: %d candidates labelled (%d already) in %d wave(s), %d rollouts; %d prompts "
                 "reached %d candidates with every step above 0", report.labelled, report.already, report.waves,
@@ -170,3 +178,29 @@ def answer_correct_ids(lake: Lake, iteration: int, verifier_version: str) -> set
         "SELECT candidate_id FROM scores WHERE iteration = ? AND scorer = 'verifier' AND scorer_version = ? "
         "AND label = 'correct'", [iteration, verifier_version]).fetchall()
     return {cid for (cid,) in rows}
+
+
+def judge_in_round(round_: Round, engine: LazyBackend) -> dict | None:
+    """Rank each prompt's candidates (answer-correct ones by default) with the configured pairwise
+    judge's tournament, written as scores of the judge's name; None when not configured. The
+    round's policy judges through `engine` unless the settings name another model folder."""
+    settings = round_.judge()
+    if settings is None:
+        return None
+    candidates, correct = verified_candidates(round_)
+    if settings.candidates == "answer_correct":
+        candidates = [c for c in candidates if c["candidate_id"] in correct]
+    own = settings.model is None
+    backend = engine if own else LazyBackend(settings.model, round_.config.generation.engine)
+    try:
+        judge_id = round_.model_in.model_id if own else model_id_for(settings.model)
+        report = judge_candidates(round_.lake, judge_from_settings(settings, backend), candidates, round_.iteration,
+                                  method=settings.method, votes_k=settings.votes, seed=settings.seed,
+                                  judge_name=settings.name, judge_version=judge_id, scorer=settings.name)
+    finally:
+        if not own:
+            backend.close()
+    _log().info("judge %s: %d prompts (%d already ranked), %d comparisons, %d unparseable, %.1f s",
+                settings.method, report.prompts, report.prompts_skipped, report.comparisons, report.unparseable,
+                report.seconds)
+    return report.__dict__

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from schemas.generation import PromptFormat, SamplingConfig
 from tasks.generation.generate import GenerationBackend, format_prompt
@@ -356,3 +356,11 @@ class OracleJudge:
         self.judgments += len(pairs)
         self.batch_sizes.append(len(pairs))
         return results
+
+
+def judge_from_settings(settings: Any, backend: GenerationBackend) -> GenerativeJudge:
+    """The generative judge `settings` (a `schemas.best_of_n.JudgeSettings`) describes, over `backend`."""
+    sampling = SamplingConfig(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens,
+                              seed=settings.seed, logprobs=False)
+    fmt = PromptFormat(kind="chat", template="{problem}") if settings.chat_template else None
+    return GenerativeJudge(backend, sampling, max_attempts=settings.attempts, fmt=fmt)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from schemas.best_of_n import METHOD_NAMES, BestOfNConfig
-from schemas.generation import PromptFormat, SamplingConfig
 from tasks.evaluation.evaluate import score_map
 from tasks.evaluation.metrics import avg_at_n, pass_at_n
 from tasks.evaluation.report import reports_dir_for
@@ -21,7 +20,7 @@ from tasks.lake import ids
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.runtime.logs import run_logger
-from tasks.scoring.judge import GenerativeJudge, JudgeRequest
+from tasks.scoring.judge import GenerativeJudge, JudgeRequest, judge_from_settings
 from tasks.scoring.judge_stage import judge_candidates
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer, check_reward_model_folder
 from tasks.scoring.score import VerifierScorer, load_candidates, score_candidates
@@ -147,11 +146,7 @@ def score(run: BestOfNRun, candidates: list[dict], methods: list[str]) -> dict[s
 
 def make_judge(config: BestOfNConfig, backend: GenerationBackend) -> GenerativeJudge:
     """The generative judge the config describes, over `backend`."""
-    settings = config.judge
-    sampling = SamplingConfig(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens,
-                              seed=settings.seed, logprobs=False)
-    fmt = PromptFormat(kind="chat", template="{problem}") if settings.chat_template else None
-    return GenerativeJudge(backend, sampling, max_attempts=settings.attempts, fmt=fmt)
+    return judge_from_settings(config.judge, backend)
 
 
 def judge_context_gap(config: BestOfNConfig, engine: GenerationBackend, candidates: list[dict]) -> str | None:

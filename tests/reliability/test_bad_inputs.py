@@ -306,7 +306,7 @@ CONFIG_CASES = [
                  "scoring.reward_models: two scorers are named 'orm'; set `name` on one", id="config-two-scorers-one-name"),
     pytest.param("run_id: x\nscoring:\n  reward_models: [{kind: ensemble}]\n",
                  "scoring.reward_models.0: Input tag 'ensemble' found using 'kind' does not match any of the expected "
-                 "tags: 'orm', 'prm', 'prl', 'math_shepherd'",
+                 "tags: 'orm', 'prm', 'prl', 'math_shepherd', 'judge'",
                  id="config-unknown-reward-model-kind"),
     pytest.param("run_id: x\nselection: keep_everything\n",
                  "selection: unknown policy preset 'keep_everything' (presets: keep_correct, "
