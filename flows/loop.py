@@ -60,6 +60,12 @@ def judge_task(round_: Round, engine: LazyBackend) -> dict | None:
     return stages.judge_in_round(round_, engine)
 
 
+@task(name="train-reward-models", cache_policy=NO_CACHE)
+def train_reward_models_task(round_: Round) -> dict[str, dict]:
+    """Train (or reuse) the reward models the round learns from its own data."""
+    return stages.train_reward_models_in_round(round_)
+
+
 @task(name="select", cache_policy=NO_CACHE)
 def select_task(round_: Round) -> dict:
     """Apply the selection policy to the model's scored candidates of this iteration."""
@@ -136,6 +142,9 @@ def run_round(round_: Round, engines: Engines) -> RoundResult:
         with timed_stage(result, "judge"):
             judge_task(round_, engines.over(model))
     engines.release()  # free the engine's memory before scoring with reward models and training
+    if round_.trained_reward_models():
+        with timed_stage(result, "reward_train"):
+            train_reward_models_task(round_)
     with timed_stage(result, "score"):
         score_stage(round_)
     with timed_stage(result, "select"):

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from schemas.best_of_n import JudgeSettings
 from schemas.bootstrap import BootstrapConfig
+from schemas.reward_models import RMTrainStage
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
 from schemas.policy import SelectionPolicy, check_score_names, preset
 from schemas.prompt_source import PromptSourceConfig
@@ -91,17 +92,38 @@ class NamedScorer(Strict):
         return value
 
 
-class OrmScorerConfig(NamedScorer):
-    """An outcome reward model from a folder (a one-label sequence-classification model): one
-    value per candidate, its logit."""
+class RewardModelTraining(RMTrainStage):
+    """Train a reward model each round from that round's own data instead of reading a folder:
+    the ORM on the verifier's labels (balanced), the PRM on Math-Shepherd soft labels. It starts
+    from the round's policy (`policy`) or the run's base model, on at most `max_examples`
+    candidates (whole prompt groups, a fixed hash order); reused when the inputs hash the same."""
+
+    start: Literal["policy", "base"] = "policy"
+    max_examples: int | None = Field(2000, ge=1)
+
+
+class _FolderOrTrained(NamedScorer):
+    path: str | None = Field(None, min_length=1)
+    train: RewardModelTraining | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "_FolderOrTrained":
+        if (self.path is None) == (self.train is None):
+            raise ValueError(f"{self.kind} entry {self.name!r} needs exactly one of path (a model folder) "
+                             "and train (training settings)")
+        return self
+
+
+class OrmScorerConfig(_FolderOrTrained):
+    """An outcome reward model (a one-label sequence-classification model), from a folder or trained
+    each round: one value per candidate, its logit."""
 
     kind: Literal["orm"] = "orm"
     name: str = ScorerName
-    path: str = Field(min_length=1)
     batch_size: int = Field(64, ge=1)
 
 
-class PrmScorerConfig(NamedScorer):
+class PrmScorerConfig(_FolderOrTrained):
     """A process reward model from a folder: one probability per step. `format` says how it reads
     steps: `token_classifier` (a one-label token-classification model, sigmoid at each step's last
     token), `step_tag` (a causal LM, P(good_token) against P(bad_token) at a `step_tag` after each
@@ -110,7 +132,6 @@ class PrmScorerConfig(NamedScorer):
 
     kind: Literal["prm"] = "prm"
     name: str = ScorerName
-    path: str = Field(min_length=1)
     batch_size: int = Field(64, ge=1)
     format: Literal["token_classifier", "step_tag", "two_class"] = "token_classifier"
     step_tag: str = Field("ки", min_length=1)
@@ -209,6 +230,17 @@ class ScoringStage(Strict):
             if sum(r.kind == kind for r in entries) > 1:
                 raise ValueError(f"at most one {kind} entry")
         return entries
+
+    @model_validator(mode="after")
+    def _trained_prm_has_labels(self) -> "ScoringStage":
+        for entry in self.reward_models:
+            if entry.kind == "prm" and entry.train is not None:
+                if entry.format != "token_classifier":
+                    raise ValueError(f"reward_models: {entry.name}: only a token_classifier PRM is trained here")
+                if not any(r.kind == "math_shepherd" for r in self.reward_models):
+                    raise ValueError(f"reward_models: {entry.name} trains on Math-Shepherd labels: add a "
+                                     "math_shepherd entry")
+        return self
 
     @model_validator(mode="after")
     def _prl_once(self) -> "ScoringStage":

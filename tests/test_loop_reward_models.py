@@ -48,13 +48,15 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
             {"kind": "prl", "eta": 1.0},
             {"kind": "orm", "name": "orm_small", "path": str(orm)},
             {"kind": "prm", "path": str(prm)},
+            {"kind": "orm", "name": "orm_trained", "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 0}},
+            {"kind": "prm", "name": "prm_trained", "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 0}},
             {"kind": "judge", "method": "elo", "max_tokens": 8, "attempts": 1}]},
         "selection": {"name": "best-by-verifier", "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
         "finetune": {"epochs": 1, "batch_size": 8, "token_weights": "prl"},
         "evaluation": {"sampling": {"n": 2, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 2]},
     }, LoopConfig)
     summary = iteration_flow(config, 0)
-    assert "label" in summary["seconds"] and "judge" in summary["seconds"]
+    assert {"label", "judge", "reward_train"} <= set(summary["seconds"])
     card = json.loads((Path(config.models_dir) / "rm" / "iter-1" / "flywheel_card.json").read_text())
     assert card["inputs"]["finetune config"]["token_weights"] == "prl"  # trained with PRL token weights
 
@@ -71,7 +73,7 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
                                "AND candidate_id IN (SELECT unnest(?::VARCHAR[]))", [list(train)]).fetchone()[0]
     assert 0 < with_outcome
     assert {k: v for k, v in scored.items() if k not in ("math_shepherd", "judge")} == {
-        "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64}
+        "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64, "orm_trained": 64, "prm_trained": 64}
     correct = {cid for (cid,) in con.execute(
         "SELECT candidate_id FROM scores WHERE scorer = 'verifier' AND label = 'correct'").fetchall()} & set(train)
     labels = dict(con.execute("SELECT candidate_id, step_scores FROM scores WHERE scorer = 'math_shepherd'").fetchall())
@@ -94,6 +96,17 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
     assert judged == correct
     pairs = con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
     assert (pairs > 0) == any(len(group) > 1 for group in by_prompt.values())
+
+    # the trained reward models: a models row each, from the round's policy, and reused when asked again
+    rows = {json.loads(metrics)["scorer"]: (parent, json.loads(metrics)["kind"], examples) for parent, metrics, examples
+            in con.execute("SELECT parent_id, metrics, num_examples FROM models WHERE iteration = 0").fetchall()}
+    base_id = summary["model_in"]
+    assert {k: v[:2] for k, v in rows.items()} == {"orm_trained": (base_id, "orm"), "prm_trained": (base_id, "prm")}
+    assert rows["prm_trained"][2] == len(labels)  # every Math-Shepherd-labelled candidate
+    from tasks.rounds.context import Round
+    from tasks.rounds.stages import train_reward_models_in_round
+    again = train_reward_models_in_round(Round.start(config, 0))
+    assert all(model["reused"] for model in again.values())
 
     # rft_mc over the round's own frame keeps only answer-correct samples whose every step reaches
     frame = scored_candidates(lake, 0, split="train")

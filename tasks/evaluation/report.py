@@ -13,7 +13,7 @@ from tasks.evaluation.metrics import pass_at_k
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 
-STAGES = ("evaluate", "generate", "label", "judge", "score", "select", "finetune", "evaluate_next")
+STAGES = ("evaluate", "generate", "label", "judge", "reward_train", "score", "select", "finetune", "evaluate_next")
 
 
 @dataclass

@@ -120,8 +120,18 @@ class Round:
                 scorers.append(PRLScorer(self.lake, self.iteration, self.config.base_model, entry.eta, fmt,
                                          name=entry.name))
             elif entry.kind in ("orm", "prm"):
-                scorers.append(reward_model_scorer(entry, fmt, separator))
+                scorers.append(reward_model_scorer(entry, fmt, separator, self.reward_model_folder(entry)))
         return scorers
+
+    def reward_model_folder(self, entry: OrmScorerConfig | PrmScorerConfig) -> str:
+        """Where a reward model entry's model is: its folder, or where this round trains it."""
+        if entry.path is not None:
+            return entry.path
+        return str(Path(self.config.models_dir) / self.config.run_id / f"iter-{self.iteration}-{entry.name}")
+
+    def trained_reward_models(self) -> list[OrmScorerConfig | PrmScorerConfig]:
+        """The reward-model entries this round trains from its own data."""
+        return [r for r in self.config.scoring.reward_models if r.kind in ("orm", "prm") and r.train is not None]
 
     def math_shepherd(self) -> MathShepherdConfig | None:
         """The round's Math-Shepherd settings, when it labels steps."""
@@ -145,16 +155,19 @@ class Round:
         return scorer, entry.enough
 
 
-def reward_model_scorer(entry: OrmScorerConfig | PrmScorerConfig, fmt: PromptFormat, separator: str) -> Any:
-    """The scorer of an `orm` or `prm` entry of `scoring.reward_models`, by the PRM's format."""
+def reward_model_scorer(entry: OrmScorerConfig | PrmScorerConfig, fmt: PromptFormat, separator: str,
+                        folder: str | None = None) -> Any:
+    """The scorer of an `orm` or `prm` entry of `scoring.reward_models` (its model in `folder`,
+    default the entry's path), by the PRM's format."""
+    path = folder or entry.path
     common = {"name": entry.name, "prompt_format": fmt, "batch_size": entry.batch_size, "step_separator": separator}
     if entry.kind == "orm":
-        return ORMScorer(entry.path, **common)
+        return ORMScorer(path, **common)
     if entry.format == "step_tag":
-        return StepTagPRMScorer(entry.path, entry.step_tag, entry.good_token, entry.bad_token, **common)
+        return StepTagPRMScorer(path, entry.step_tag, entry.good_token, entry.bad_token, **common)
     if entry.format == "two_class":
-        return TwoClassPRMScorer(entry.path, entry.separator_token, **common)
-    return PRMScorer(entry.path, **common)
+        return TwoClassPRMScorer(path, entry.separator_token, **common)
+    return PRMScorer(path, **common)
 
 
 class Engines:

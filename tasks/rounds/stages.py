@@ -4,11 +4,14 @@ cache): evaluation finds its evals rows, generation and scoring their chunks, se
 policy's rows, finetuning its model id."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from tasks.evaluation.evaluate import eval_hash, evaluate_model
-from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
+from tasks.generation.generate import LazyBackend, format_prompt, generate_for_stage, model_id_for
+from tasks.lake.ids import content_hash
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.rounds.context import ModelRef, Round, model_for_round, round_model_dir
@@ -17,9 +20,12 @@ from tasks.runtime.progress import progress_bar
 from tasks.scoring.judge import judge_from_settings
 from tasks.scoring.judge_stage import judge_candidates
 from tasks.scoring.math_shepherd import label_lazily
+from tasks.scoring.reward_model import ORM_KIND, PRM_KIND
 from tasks.scoring.score import load_candidates, prompt_chunks, score_candidates
 from tasks.selection.select import policy_hash, select
 from tasks.training.finetune import finetune_on_selection
+from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, rm_train_config,
+                                         train_reward_model)
 
 
 def _log() -> Any:
@@ -204,3 +210,64 @@ def judge_in_round(round_: Round, engine: LazyBackend) -> dict | None:
                 settings.method, report.prompts, report.prompts_skipped, report.comparisons, report.unparseable,
                 report.seconds)
     return report.__dict__
+
+
+def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
+    """Train (or reuse) the round's `train:` reward models from its own data: the ORM on the
+    verifier's labels (balanced), the PRM on Math-Shepherd soft labels; a `models` row each
+    (parent: the start model, selection_hash: the training data's hash, metrics: kind and scorer)."""
+    config, lake, it = round_.config, round_.lake, round_.iteration
+    candidates, correct = verified_candidates(round_)
+    verdicts = {cid: label for cid, label in connect(lake).execute(
+        "SELECT candidate_id, label FROM scores WHERE iteration = ? AND scorer = 'verifier' "
+        "AND label IN ('correct', 'incorrect') AND candidate_id IN (SELECT unnest(?::VARCHAR[]))",
+        [it, [c["candidate_id"] for c in candidates]]).fetchall()}
+    prompts = prompt_texts(config, candidates)
+    out = {}
+    for entry in round_.trained_reward_models():
+        settings = entry.train
+        kind = ORM_KIND if entry.kind == "orm" else PRM_KIND
+        try:
+            if entry.kind == "orm":
+                subset = labelling_subset([c for c in candidates if c["candidate_id"] in verdicts],
+                                          settings.max_examples)
+                examples = balanced_orm_examples(subset, {cid: cid in correct for cid in verdicts}, prompts,
+                                                 settings.seed)
+            else:
+                labels = {cid: steps for cid, steps in connect(lake).execute(
+                    "SELECT candidate_id, step_scores FROM scores WHERE iteration = ? AND scorer = ?",
+                    [it, round_.math_shepherd().name]).fetchall()}
+                subset = labelling_subset([c for c in candidates if labels.get(c["candidate_id"])],
+                                          settings.max_examples)
+                examples = prm_examples(subset, labels, prompts)
+        except ValueError as error:
+            raise ValueError(f"round {it}: cannot train {entry.name}: {error}") from None
+        start = round_.model_in if settings.start == "policy" else model_for_round(config, 0)
+        result = train_reward_model(start.path, kind, examples, rm_train_config(settings),
+                                    round_.reward_model_folder(entry), prefix=entry.name,
+                                    step_separator=config.generation.step_separator,
+                                    extra_card={"run_id": config.run_id, "iteration": it, "scorer": entry.name})
+        data_hash = content_hash("examples", [(e.key, e.prompt, e.targets) for e in examples])
+        if (result.model_id,) not in lake.existing_keys("models", it, ["model_id"]):
+            lake.write("models", [{
+                "model_id": result.model_id, "parent_id": start.model_id, "iteration": it, "path": result.path,
+                "selection_hash": data_hash, "num_examples": result.examples, "train_steps": result.steps,
+                "train_loss": result.mean_loss_last_10pct, "train_seconds": result.seconds,
+                "created_at": datetime.now(timezone.utc).replace(microsecond=0),
+                "metrics": json.dumps({"kind": entry.kind, "scorer": entry.name, "training_data_hash": data_hash}),
+            }], iteration=it, shard=f"model-{result.model_id}")
+        _log().info("%s: %s %s on %d examples, %d steps, loss %.4f", entry.name,
+                    "reused" if result.reused else "trained", result.model_id, result.examples, result.steps,
+                    result.mean_loss_last_10pct)
+        out[entry.name] = {"model_id": result.model_id, "reused": result.reused, "examples": result.examples}
+    return out
+
+
+def prompt_texts(config: Any, candidates: list[dict]) -> dict[str, str]:
+    """Each candidate's prompt as the round formats it (the chat template is the base model's)."""
+    tokenizer = None
+    if config.generation.format.kind == "chat":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    return {c["prompt_id"]: format_prompt(c["problem"], config.generation.format, tokenizer) for c in candidates}

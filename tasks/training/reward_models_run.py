@@ -4,7 +4,6 @@ the same engine), train the ORM and the PRM, score held-out candidates with them
 (AUROC, best-of-n, step AUROC) and write the report. `flows/reward_models.py` composes these."""
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from tasks.runtime.logs import run_logger
 from tasks.scoring.math_shepherd import MathShepherdScorer
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
 from tasks.scoring.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
-from tasks.training.reward_train import RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
+from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, rm_train_config,
+                                         train_reward_model)
 
 BENCHMARK = "demo-arith"
 
@@ -68,22 +68,6 @@ def _run_scorer(lake: Lake, scorer: Any, candidates: list[dict], iteration: int)
     return report.labels
 
 
-def labelling_subset(candidates: list[dict], limit: int | None) -> list[dict]:
-    """A deterministic subset of whole prompt groups, about `limit` candidates (hash order of prompts)."""
-    if limit is None or limit >= len(candidates):
-        return candidates
-    by_prompt: dict[str, list[dict]] = {}
-    for c in candidates:
-        by_prompt.setdefault(c["prompt_id"], []).append(c)
-    order = sorted(by_prompt, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
-    chosen: list[dict] = []
-    for prompt_id in order:
-        if len(chosen) >= limit:
-            break
-        chosen += by_prompt[prompt_id]
-    return chosen
-
-
 def sample_and_label(run: RewardModelsRun) -> dict:
     """Generate train and eval candidates, rule-score them, and label steps Math-Shepherd style."""
     config, lake, it, policy_id = run.config, run.lake, run.config.iteration, run.policy_id
@@ -121,11 +105,6 @@ def _prompt_texts(config: RewardModelsConfig, candidates: list[dict]) -> dict[st
     return {c["prompt_id"]: format_prompt(c["problem"], config.format, tokenizer) for c in candidates}
 
 
-def _train_config(stage: Any) -> RMTrainConfig:
-    return RMTrainConfig(epochs=stage.epochs, batch_size=stage.batch_size, learning_rate=stage.learning_rate,
-                         warmup_steps=stage.warmup_steps, seed=stage.seed)
-
-
 def train_reward_models(run: RewardModelsRun) -> dict[str, dict]:
     """Train (or reuse) the ORM on verified train candidates and the PRM on Math-Shepherd labels."""
     config, lake, it, policy_id = run.config, run.lake, run.config.iteration, run.policy_id
@@ -140,7 +119,7 @@ def train_reward_models(run: RewardModelsRun) -> dict[str, dict]:
     for name, kind, examples, stage in (
             ("orm", ORM_KIND, balanced_orm_examples(train, correct, prompts, config.orm.seed), config.orm),
             ("prm", PRM_KIND, prm_examples(train, labels, prompts), config.prm)):
-        result = train_reward_model(config.base_model, kind, examples, _train_config(stage), out_dir / name,
+        result = train_reward_model(config.base_model, kind, examples, rm_train_config(stage), out_dir / name,
                                     prefix=name, extra_card={"policy_id": policy_id, "run_id": config.run_id})
         _log().info("%s: %s %s on %d examples, %d steps, loss %.4f, %.1f s", name,
                     "reused" if result.reused else "trained", result.model_id, result.examples, result.steps,

@@ -13,6 +13,7 @@ examples and the settings, so a rerun with the same inputs reuses it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -241,3 +242,25 @@ def train_reward_model(start_path: str | os.PathLike[str], kind: str, examples: 
         raise CheckpointConflict(f"cannot save the reward model: {output} already exists "
                                  f"({error.strerror}); it is left as it is") from None
     return result
+
+
+def labelling_subset(candidates: list[dict], limit: int | None) -> list[dict]:
+    """A deterministic subset of whole prompt groups, about `limit` candidates (hash order of prompts)."""
+    if limit is None or limit >= len(candidates):
+        return candidates
+    by_prompt: dict[str, list[dict]] = {}
+    for c in candidates:
+        by_prompt.setdefault(c["prompt_id"], []).append(c)
+    order = sorted(by_prompt, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    chosen: list[dict] = []
+    for prompt_id in order:
+        if len(chosen) >= limit:
+            break
+        chosen += by_prompt[prompt_id]
+    return chosen
+
+
+def rm_train_config(stage: Any) -> RMTrainConfig:
+    """The RMTrainConfig of a config's training settings (`schemas.reward_models.RMTrainStage`)."""
+    return RMTrainConfig(epochs=stage.epochs, batch_size=stage.batch_size, learning_rate=stage.learning_rate,
+                         warmup_steps=stage.warmup_steps, seed=stage.seed)

@@ -16,7 +16,7 @@ from tasks.lake.lock import LockBusy, iteration_lock, lock_path
 from tests.conftest import PROJECT_ROOT
 from tests.prefect_stack import running_server
 from tests.reliability.iteration_runs import (
-    duplicate_keys, lake_of, run_iteration_process, snapshot, start_iteration, write_run,
+    duplicate_keys, lake_of, run_iteration_process, snapshot, write_run,
 )
 
 HOLD = ("import sys, time; from tasks.lake.lock import iteration_lock\n"
@@ -66,6 +66,14 @@ def test_a_lock_left_by_a_killed_process_is_recovered(tmp_path, caplog):
     assert f"took over the lock left by pid {holder.pid}" in caplog.text
 
 
+def start_logged(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`flywheel iterate --iteration 0` as its own process, its output going to `log`."""
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", "iterate", "--config", str(config),
+                                 "--iteration", "0"], cwd=PROJECT_ROOT, env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real Prefect server on loopback for every process of this module."""
@@ -74,39 +82,32 @@ def server(tmp_path_factory):
 
 
 def test_two_processes_run_the_same_iteration_at_once(server, tiny_model_dir, tmp_path):
+    """While the lock is held (here by this test, so that the timing is not a race), a process not
+    willing to wait is refused in one line naming the holder; two willing ones wait, then run the
+    iteration one after the other: the lake ends with one set of rows."""
     config = write_run(tmp_path / "run", tiny_model_dir)
     lake = lake_of(config)
-    # Both start at once and either may take the lock first, so both are willing to wait: one
-    # proceeds, the other waits for it (a process not willing to wait is refused, below).
     waiting = {**server.env, "FLYWHEEL_LOCK_WAIT_S": "600"}
-    first = start_iteration(config, waiting)
-    waiter = start_iteration(config, waiting)
+    processes = []
     try:
-        deadline = time.monotonic() + 120
-        lock = lock_path(lake.root, 0)
-        holder = None
-        while time.monotonic() < deadline:
-            text = lock.read_text() if lock.is_file() else ""
-            holder = next((p for p in (first, waiter) if f'"pid": {p.pid}' in text), None)
-            if holder is not None:
-                break
-            time.sleep(0.2)
-        assert holder is not None, "neither process took the lock"
-        refused = run_iteration_process(config, server.env, timeout=120)  # a third, not willing to wait
-        assert refused.returncode == 1
-        assert refused.stderr.strip().startswith(
-            f"flywheel: error: iteration 0 of the lake at {lake.root} is being run by pid {holder.pid} ")
-        assert len(refused.stderr.strip().splitlines()) == 1
-        printed = {}
-        for process in (first, waiter):
-            out, err = process.communicate(timeout=600)
-            assert process.returncode == 0, err[-2000:]
-            printed[process.pid] = out
-        other = waiter if holder is first else first
-        assert f"iteration 0: waiting up to 600 s for pid {holder.pid} on " in printed[other.pid]
-        assert "waiting up to" not in printed[holder.pid]
+        with iteration_lock(lake.root, 0):
+            refused = run_iteration_process(config, server.env, timeout=120)
+            assert refused.returncode == 1
+            assert refused.stderr.strip().startswith(
+                f"flywheel: error: iteration 0 of the lake at {lake.root} is being run by pid {os.getpid()} ")
+            assert len(refused.stderr.strip().splitlines()) == 1
+            logs = [tmp_path / f"waiter-{i}.log" for i in range(2)]
+            processes = [start_logged(config, waiting, log) for log in logs]
+            expected = f"iteration 0: waiting up to 600 s for pid {os.getpid()} on "
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not all(expected in log.read_text() for log in logs):
+                assert all(p.poll() is None for p in processes), [log.read_text()[-2000:] for log in logs]
+                time.sleep(0.5)
+            assert all(expected in log.read_text() for log in logs), "both processes wait for the lock"
+        for process, log in zip(processes, logs):
+            assert process.wait(timeout=600) == 0, log.read_text()[-2000:]
     finally:
-        for process in (first, waiter):
+        for process in processes:
             if process.poll() is None:
                 process.kill()
     assert duplicate_keys(lake) == {table: 0 for table in snapshot(lake)}
