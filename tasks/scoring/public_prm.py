@@ -15,26 +15,13 @@ tokens.
 """
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 from schemas.generation import PromptFormat
 from tasks.generation.generate import format_prompt, model_id_for, split_steps
 from tasks.lake import ids
-from tasks.scoring.reward_model import RewardModelError, check_finite, pad_batch
-
-
-def _architectures(folder: Path) -> tuple[list[str], dict]:
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise RewardModelError(f"not a model folder (no config.json): {folder}")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as error:
-        raise RewardModelError(f"unreadable config.json in {folder}: {error}") from None
-    return [str(a) for a in config.get("architectures") or []], config
+from tasks.scoring.reward_model import RewardModelError, check_finite, pad_batch, read_model_config
 
 
 def tagged_response(response: str, step_separator: str, marker: str) -> str:
@@ -56,10 +43,8 @@ class _MarkedPRM:
     def __init__(self, model_path: str | os.PathLike[str], marker: str, name: str | None = None,
                  prompt_format: PromptFormat | None = None, batch_size: int = 16, step_separator: str = "\n",
                  device: str = "auto") -> None:
-        self.path = Path(model_path).expanduser()
-        if not self.path.is_dir():
-            raise RewardModelError(f"reward model folder not found: {self.path}")
-        architectures, self._config = _architectures(self.path)
+        self.path, self._config = read_model_config(model_path)
+        architectures = [str(a) for a in self._config.get("architectures") or []]
         if not any(a.endswith(self.head) for a in architectures):
             raise RewardModelError(f"{self.path} is not a *{self.head} model (architectures: "
                                    f"{', '.join(architectures) or 'none'}), as a {self.format_name} PRM needs")

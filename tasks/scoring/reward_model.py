@@ -36,8 +36,9 @@ class RewardModelError(RuntimeError):
     """A reward-model folder or input that cannot be scored."""
 
 
-def check_reward_model_folder(path: str | os.PathLike[str], kind: str) -> Path:
-    """The folder, after checking it holds a one-label classifier of `kind` ('sequence' or 'token')."""
+def read_model_config(path: str | os.PathLike[str]) -> tuple[Path, dict]:
+    """A reward model folder and its config.json; RewardModelError in one line when either is missing
+    or unreadable."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise RewardModelError(f"reward model folder not found: {folder}")
@@ -45,9 +46,14 @@ def check_reward_model_folder(path: str | os.PathLike[str], kind: str) -> Path:
     if not config_path.is_file():
         raise RewardModelError(f"not a model folder (no config.json): {folder}")
     try:
-        config = json.loads(config_path.read_text())
+        return folder, json.loads(config_path.read_text())
     except ValueError as error:
         raise RewardModelError(f"unreadable config.json in {folder}: {error}") from None
+
+
+def check_reward_model_folder(path: str | os.PathLike[str], kind: str) -> Path:
+    """The folder, after checking it holds a one-label classifier of `kind` ('sequence' or 'token')."""
+    folder, config = read_model_config(path)
     head = _HEADS[kind]
     architectures = config.get("architectures") or []
     if not any(str(a).endswith(head) for a in architectures):
