@@ -54,7 +54,11 @@ def test_reward_model_flow_trains_scores_reports_and_reruns_for_free(prefect_har
     rm_rows = con.execute("SELECT scorer FROM evals WHERE run_id = 'rm-test' AND metric = 'rm'").fetchall()
     assert {r[0] for r in rm_rows} == {"orm", "prm:min", "prm:last", "prm:product", "prm:mean"}
     report = (Path(config.lake).parent / "reports" / "rm-test" / "reward_models.md").read_text()
-    assert "Best-of-4 accuracy" in report and "Step-level AUROC" in report
+    assert "Best-of-4 accuracy" in report and "Step-level AUROC" in report and "Within prompts" in report
+    within = result["figures"]["within_prompt_auroc"]
+    assert set(within) == {"orm", "prm_min"}
+    assert all(w["auroc"] is None or 0.0 <= w["auroc"] <= 1.0 for w in within.values())
+    assert within["orm"]["prompts_scored"] == 8  # every eval prompt's held-out candidates are scored
 
     before = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("candidates", "scores")}
     starts = LazyBackend.starts

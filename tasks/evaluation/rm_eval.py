@@ -1,7 +1,8 @@
 """How good are the reward models? Figures over held-out candidates whose truth is known.
 
 - outcome AUROC of a scalar scorer (ORM) against the verifier's correct / not correct (unparseable
-  and timed-out answers are not correct);
+  and timed-out answers are not correct), over all candidates and within each prompt (the mean over
+  prompts with both outcomes: does it rank a prompt's samples, not just easy against hard problems);
 - best-of-n accuracy: the chosen sample is correct, per reference-free method — the ORM, the PRM
   under each step aggregation, majority vote — beside a random pick (its expectation, avg@n) and
   the oracle ceiling (pass@n);
@@ -36,6 +37,31 @@ def outcome_auroc(candidates: Sequence[dict], verifier: Mapping[str, dict], scor
         values.append(float(score["value"]))
         labels.append(verdict["label"] == CORRECT)
     return {"auroc": _safe_auroc(values, labels), "candidates": len(values), "positives": sum(labels)}
+
+
+def within_prompt_auroc(candidates: Sequence[dict], verifier: Mapping[str, dict], scores: Mapping[str, dict],
+                        aggregate: str | None = None) -> dict:
+    """Mean over prompts of the AUROC of `scores` against verifier correctness among that prompt's
+    own candidates, over prompts with both outcomes: whether a scorer ranks samples, not problems.
+
+    The number read is a row's `value`, or with `aggregate` (min, last, product, mean) its step
+    scores aggregated. Candidates without a verdict or a number are left out.
+    """
+    groups: dict[str, tuple[list[float], list[bool]]] = {}
+    for c in candidates:
+        score, verdict = scores.get(c["candidate_id"]), verifier.get(c["candidate_id"])
+        if score is None or verdict is None:
+            continue
+        number = score["value"] if aggregate is None else (
+            aggregate_steps(score["step_scores"], aggregate) if score["step_scores"] else None)
+        if number is None:
+            continue
+        values, labels = groups.setdefault(c["prompt_id"], ([], []))
+        values.append(float(number))
+        labels.append(verdict["label"] == CORRECT)
+    per_prompt = [auroc(values, labels) for values, labels in groups.values() if any(labels) and not all(labels)]
+    return {"auroc": sum(per_prompt) / len(per_prompt) if per_prompt else None, "prompts": len(per_prompt),
+            "prompts_scored": len(groups)}
 
 
 def step_auroc(candidates: Sequence[dict], truth: Mapping[str, dict], scores: Mapping[str, dict],

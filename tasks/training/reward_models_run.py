@@ -14,7 +14,8 @@ from schemas.reward_models import RewardModelsConfig
 from tasks.evaluation.evaluate import EVAL_SPLIT, score_map
 from tasks.evaluation.metrics import metric_rows
 from tasks.evaluation.report import reports_dir_for
-from tasks.evaluation.rm_eval import answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc, summarise
+from tasks.evaluation.rm_eval import (answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc,
+                                     summarise, within_prompt_auroc)
 from tasks.generation.generate import (LazyBackend, check_model_folder, format_prompt, generate_candidates,
                                        generation_hash, model_id_for)
 from tasks.lake.ids import content_hash
@@ -154,6 +155,8 @@ def measure(run: RewardModelsRun) -> dict:
         "policy_id": policy_id,
         "held_out_candidates": len(held_out),
         "orm_auroc": outcome_auroc(held_out, verifier, orm),
+        "within_prompt_auroc": {"orm": within_prompt_auroc(held_out, verifier, orm),
+                                "prm_min": within_prompt_auroc(held_out, verifier, prm, "min")},
         "best_of_n": summarise(values),
         "step_auroc": {
             "prm": step_auroc(held_out, truth, prm),
@@ -181,6 +184,11 @@ def render_markdown(config: RewardModelsConfig, figures: dict, models: dict[str,
              f"AUROC against the verifier on held-out candidates: **{fmt(figures['orm_auroc']['auroc'])}** "
              f"({figures['orm_auroc']['candidates']} candidates, {figures['orm_auroc']['positives']} correct). "
              f"Trained on {models['orm']['examples']} balanced examples, {models['orm']['steps']} steps.", "",
+             "Within prompts (mean AUROC over the prompts with both outcomes; 0.5 is a random ranking of "
+             "a prompt's samples): ORM **{}**, PRM-min **{}** ({} prompts).".format(
+                 fmt(figures["within_prompt_auroc"]["orm"]["auroc"]),
+                 fmt(figures["within_prompt_auroc"]["prm_min"]["auroc"]),
+                 figures["within_prompt_auroc"]["orm"]["prompts"]), "",
              f"## Best-of-{n} accuracy on held-out prompts", "",
              "| method | accuracy | 95% CI |", "|---|---|---|"]
     rows = [("oracle (pass@n)", "pass"), ("random pick (expected, avg@n)", "avg"), ("majority vote", "maj"),
