@@ -118,6 +118,37 @@ CONVENIENCE_VIEWS = {
         LEFT JOIN kept k
              ON k.{PARTITION} = g.{PARTITION} AND k.split = g.split AND k.model_id = g.model_id
         ORDER BY g.{PARTITION}, g.split, g.model_id, k.policy_name""",
+    # per iteration, split, model and sampling: early warnings of collapse (fewer distinct answers
+    # per prompt) and of length drift
+    "round_drift": f"""
+        WITH answers AS (
+            SELECT c.{PARTITION}, p.split, c.model_id, c.sampling_hash, c.prompt_id,
+                   count(*) AS n_candidates, avg(c.num_tokens) AS mean_tokens,
+                   count(DISTINCT s.extracted_answer) AS n_answers,
+                   count(*) FILTER (WHERE s.label = 'unparseable') AS n_unparseable
+            FROM candidates c
+            JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p ON p.prompt_id = c.prompt_id
+            LEFT JOIN scores s ON s.candidate_id = c.candidate_id AND s.scorer = '{VERIFIER}'
+            GROUP BY c.{PARTITION}, p.split, c.model_id, c.sampling_hash, c.prompt_id)
+        SELECT {PARTITION}, split, model_id, sampling_hash, count(*) AS n_prompts,
+               sum(n_candidates) AS n_candidates,
+               sum(mean_tokens * n_candidates) / sum(n_candidates) AS mean_tokens,
+               avg(n_answers) AS distinct_answers_per_prompt,
+               sum(n_unparseable) / sum(n_candidates) AS unparseable_rate
+        FROM answers GROUP BY {PARTITION}, split, model_id, sampling_hash
+        ORDER BY {PARTITION}, split, model_id, sampling_hash""",
+    # per iteration, model and selection policy: the share of kept samples whose every step is
+    # right, where the demo task's step verifier knows (it measures; no selection reads it)
+    "kept_purity": f"""
+        SELECT k.{PARTITION}, c.model_id, k.policy_name, count(*) AS n_kept,
+               count(v.value) AS n_steps_known,
+               count(*) FILTER (WHERE v.value = 1.0) AS n_all_steps_correct,
+               count(*) FILTER (WHERE v.value = 1.0) / nullif(count(v.value), 0) AS purity
+        FROM (SELECT DISTINCT {PARTITION}, candidate_id, policy_name FROM selections) k
+        JOIN candidates c ON c.candidate_id = k.candidate_id
+        LEFT JOIN scores v ON v.candidate_id = k.candidate_id AND v.scorer = 'step_verifier'
+        GROUP BY k.{PARTITION}, c.model_id, k.policy_name
+        ORDER BY k.{PARTITION}, c.model_id, k.policy_name""",
 }
 
 
