@@ -41,10 +41,11 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness(tmp_path_factory):
-    """A temporary Prefect server and PREFECT_HOME for the flow runs of the session (one server:
-    starting one takes about 25 s here)."""
+    """A temporary Prefect server and PREFECT_HOME for this module's flow runs. (One server for the
+    whole session saved about 100 s, but with it idling beside the real server and worker of
+    tests/test_deployments.py, that server stopped answering within 30 s once in CI.)"""
     from prefect.testing.utilities import prefect_test_harness
 
     home = tmp_path_factory.mktemp("prefect-home")
