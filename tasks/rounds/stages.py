@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tasks.evaluation.evaluate import eval_hash, evaluate_model
-from tasks.generation.generate import LazyBackend, format_prompt, generate_for_stage, model_id_for
+from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
 from tasks.lake.ids import content_hash
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
@@ -24,8 +24,8 @@ from tasks.scoring.reward_model import ORM_KIND, PRM_KIND
 from tasks.scoring.score import load_candidates, prompt_chunks, score_candidates
 from tasks.selection.select import policy_hash, select
 from tasks.training.finetune import finetune_on_selection
-from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, rm_train_config,
-                                         train_reward_model)
+from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, prompt_texts,
+                                         rm_train_config, train_reward_model)
 
 
 def _log() -> Any:
@@ -147,9 +147,9 @@ def finetune_in_round(round_: Round) -> ModelRef:
     return ModelRef(str(path), model_id)
 
 
-def verified_candidates(round_: Round) -> tuple[list[dict], set[str]]:
+def verified_candidates(round_: Round) -> tuple[list[dict], dict[str, bool]]:
     """The round's train candidates, verifier-scored (resuming: the rows the score stage would
-    write), and the ids of the answer-correct ones."""
+    write), and the verifier's outcome of those it could judge (True: answer-correct)."""
     candidates = round_candidates(round_)
     verifier = round_.rule_scorers()[0]
     try:
@@ -157,7 +157,7 @@ def verified_candidates(round_: Round) -> tuple[list[dict], set[str]]:
                          chunk_size=round_.config.scoring.chunk_size)
     finally:
         verifier.close()
-    return candidates, answer_correct_ids(round_.lake, round_.iteration, verifier.version)
+    return candidates, verifier_outcomes(round_.lake, round_.iteration, verifier.version)
 
 
 def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
@@ -168,7 +168,8 @@ def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
         return None
     scorer, enough = made
     try:
-        candidates, correct = verified_candidates(round_)
+        candidates, outcomes = verified_candidates(round_)
+        correct = {cid for cid, ok in outcomes.items() if ok}
         report = label_lazily(round_.lake, scorer, candidates, correct, round_.iteration, enough)
     finally:
         scorer.close()
@@ -178,12 +179,13 @@ def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
     return report.__dict__
 
 
-def answer_correct_ids(lake: Lake, iteration: int, verifier_version: str) -> set[str]:
-    """Ids of the iteration's candidates the verifier (this version) found correct."""
+def verifier_outcomes(lake: Lake, iteration: int, verifier_version: str) -> dict[str, bool]:
+    """Candidate id -> answer-correct, for the iteration's candidates this verifier version found
+    correct or incorrect (unparseable and timed-out ones are left out)."""
     rows = connect(lake).execute(
-        "SELECT candidate_id FROM scores WHERE iteration = ? AND scorer = 'verifier' AND scorer_version = ? "
-        "AND label = 'correct'", [iteration, verifier_version]).fetchall()
-    return {cid for (cid,) in rows}
+        "SELECT candidate_id, label = 'correct' FROM scores WHERE iteration = ? AND scorer = 'verifier' "
+        "AND scorer_version = ? AND label IN ('correct', 'incorrect')", [iteration, verifier_version]).fetchall()
+    return dict(rows)
 
 
 def judge_in_round(round_: Round, engine: LazyBackend) -> dict | None:
@@ -193,9 +195,9 @@ def judge_in_round(round_: Round, engine: LazyBackend) -> dict | None:
     settings = round_.judge()
     if settings is None:
         return None
-    candidates, correct = verified_candidates(round_)
+    candidates, outcomes = verified_candidates(round_)
     if settings.candidates == "answer_correct":
-        candidates = [c for c in candidates if c["candidate_id"] in correct]
+        candidates = [c for c in candidates if outcomes.get(c["candidate_id"])]
     own = settings.model is None
     backend = engine if own else LazyBackend(settings.model, round_.config.generation.engine)
     try:
@@ -217,22 +219,17 @@ def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
     verifier's labels (balanced), the PRM on Math-Shepherd soft labels; a `models` row each
     (parent: the start model, selection_hash: the training data's hash, metrics: kind and scorer)."""
     config, lake, it = round_.config, round_.lake, round_.iteration
-    candidates, correct = verified_candidates(round_)
-    verdicts = {cid: label for cid, label in connect(lake).execute(
-        "SELECT candidate_id, label FROM scores WHERE iteration = ? AND scorer = 'verifier' "
-        "AND label IN ('correct', 'incorrect') AND candidate_id IN (SELECT unnest(?::VARCHAR[]))",
-        [it, [c["candidate_id"] for c in candidates]]).fetchall()}
-    prompts = prompt_texts(config, candidates)
+    candidates, outcomes = verified_candidates(round_)
+    prompts = prompt_texts(config.generation.format, config.base_model, candidates)
     out = {}
     for entry in round_.trained_reward_models():
         settings = entry.train
         kind = ORM_KIND if entry.kind == "orm" else PRM_KIND
         try:
             if entry.kind == "orm":
-                subset = labelling_subset([c for c in candidates if c["candidate_id"] in verdicts],
+                subset = labelling_subset([c for c in candidates if c["candidate_id"] in outcomes],
                                           settings.max_examples)
-                examples = balanced_orm_examples(subset, {cid: cid in correct for cid in verdicts}, prompts,
-                                                 settings.seed)
+                examples = balanced_orm_examples(subset, outcomes, prompts, settings.seed)
             else:
                 labels = {cid: steps for cid, steps in connect(lake).execute(
                     "SELECT candidate_id, step_scores FROM scores WHERE iteration = ? AND scorer = ?",
@@ -262,12 +259,3 @@ def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
         out[entry.name] = {"model_id": result.model_id, "reused": result.reused, "examples": result.examples}
     return out
 
-
-def prompt_texts(config: Any, candidates: list[dict]) -> dict[str, str]:
-    """Each candidate's prompt as the round formats it (the chat template is the base model's)."""
-    tokenizer = None
-    if config.generation.format.kind == "chat":
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    return {c["prompt_id"]: format_prompt(c["problem"], config.generation.format, tokenizer) for c in candidates}

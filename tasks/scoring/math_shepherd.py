@@ -24,6 +24,7 @@ from tasks.generation.generate import GenerationBackend, check_backend_prompts_f
 from tasks.lake import ids
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
+from tasks.scoring.score import write_score_chunk
 from tasks.scoring.verify import CORRECT, DEFAULT_EXTRACTORS, INCORRECT, Verifier, VerifyItem
 
 SCORER = "math_shepherd"
@@ -154,7 +155,7 @@ def label_lazily(lake: Lake, scorer: "MathShepherdScorer", candidates: Sequence[
         before = scorer.rollouts
         rows = scorer.score(wave)
         if rows:
-            _write_labels(lake, scorer, wave, rows, iteration)
+            write_score_chunk(lake, scorer, wave, rows, iteration)
         for c in wave:  # a candidate the scorer gives no row (its outcome unparseable) is not retried
             labels[c["candidate_id"]] = None
         labels.update({row["candidate_id"]: row["step_scores"] for row in rows})
@@ -174,10 +175,3 @@ def stored_labels(lake: Lake, iteration: int, name: str, version: str) -> dict[s
         "SELECT candidate_id, step_scores FROM scores WHERE iteration = ? AND scorer = ? AND scorer_version = ?",
         [iteration, name, version]).fetchall()
     return {cid: steps for cid, steps in rows}
-
-
-def _write_labels(lake: Lake, scorer: "MathShepherdScorer", wave: Sequence[dict], rows: list[dict],
-                  iteration: int) -> None:
-    shard = ids.content_hash("scores-chunk", scorer.name, scorer.version, [c["candidate_id"] for c in wave])
-    lake.write("scores", rows, iteration=iteration, shard=shard,
-               metadata={"scorer": scorer.name, "scorer_version": scorer.version})

@@ -297,8 +297,11 @@ def prompt_chunks(candidates: Sequence[dict], chunk_size: int) -> list[list[dict
     return [c for c in chunks if c]
 
 
-def _write_score_chunk(lake: Lake, scorer: Any, chunk: Sequence[dict], rows: list[dict], iteration: int,
-                       labels: dict[str, int]) -> None:
+def write_score_chunk(lake: Lake, scorer: Any, chunk: Sequence[dict], rows: list[dict], iteration: int,
+                      labels: dict[str, int] | None = None) -> None:
+    """Write one chunk's score rows as a shard named by the scorer and the chunk's candidates,
+    counting their labels into `labels`."""
+    labels = {} if labels is None else labels
     for row in rows:
         labels[str(row["label"])] = labels.get(str(row["label"]), 0) + 1
     shard = ids.content_hash("scores-chunk", scorer.name, scorer.version, [c["candidate_id"] for c in chunk])
@@ -355,7 +358,7 @@ def score_candidates(lake: Lake, scorer: Any, candidates: Sequence[dict], iterat
             seen += len(chunk)
             bar.to(seen)
             if rows:
-                _write_score_chunk(lake, scorer, chunk, rows, iteration, labels)
+                write_score_chunk(lake, scorer, chunk, rows, iteration, labels)
                 scored += len(rows)
     report = ScoreReport(scorer=scorer.name, candidates=len(candidates), scored=scored,
                          skipped=len(candidates) - len(todo), labels=labels,

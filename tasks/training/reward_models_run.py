@@ -16,7 +16,7 @@ from tasks.evaluation.metrics import metric_rows
 from tasks.evaluation.report import reports_dir_for
 from tasks.evaluation.rm_eval import (answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc,
                                      summarise, within_prompt_auroc)
-from tasks.generation.generate import (LazyBackend, check_model_folder, format_prompt, generate_candidates,
+from tasks.generation.generate import (LazyBackend, check_model_folder, generate_candidates,
                                        generation_hash, model_id_for)
 from tasks.lake.ids import content_hash
 from tasks.lake.store import Lake
@@ -25,8 +25,8 @@ from tasks.runtime.logs import run_logger
 from tasks.scoring.math_shepherd import MathShepherdScorer
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
 from tasks.scoring.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
-from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, rm_train_config,
-                                         train_reward_model)
+from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, prompt_texts,
+                                         rm_train_config, train_reward_model)
 
 BENCHMARK = "demo-arith"
 
@@ -99,18 +99,11 @@ def sample_and_label(run: RewardModelsRun) -> dict:
     return {"train": len(train), "eval": len(held_out), "labelled": len(subset)}
 
 
-def _prompt_texts(config: RewardModelsConfig, candidates: list[dict]) -> dict[str, str]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model) if config.format.kind == "chat" else None
-    return {c["prompt_id"]: format_prompt(c["problem"], config.format, tokenizer) for c in candidates}
-
-
 def train_reward_models(run: RewardModelsRun) -> dict[str, dict]:
     """Train (or reuse) the ORM on verified train candidates and the PRM on Math-Shepherd labels."""
     config, lake, it, policy_id = run.config, run.lake, run.config.iteration, run.policy_id
     train = run.candidates("train")
-    prompts = _prompt_texts(config, train)
+    prompts = prompt_texts(config.format, config.base_model, train)
     verdicts = score_map(lake, it, "verifier")
     correct = {cid: row["label"] == "correct" for cid, row in verdicts.items()
                if row["label"] in ("correct", "incorrect")}

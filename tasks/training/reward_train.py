@@ -264,3 +264,16 @@ def rm_train_config(stage: Any) -> RMTrainConfig:
     """The RMTrainConfig of a config's training settings (`schemas.reward_models.RMTrainStage`)."""
     return RMTrainConfig(epochs=stage.epochs, batch_size=stage.batch_size, learning_rate=stage.learning_rate,
                          warmup_steps=stage.warmup_steps, seed=stage.seed)
+
+
+def prompt_texts(fmt: Any, base_model: str, candidates: Sequence[dict]) -> dict[str, str]:
+    """Each candidate's prompt as the reward models read it: `fmt` (a PromptFormat), with the base
+    model's tokenizer for a chat template."""
+    from tasks.generation.generate import format_prompt
+
+    tokenizer = None
+    if fmt.kind == "chat":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    return {c["prompt_id"]: format_prompt(c["problem"], fmt, tokenizer) for c in candidates}
