@@ -289,7 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Bootstrap, the demo loops and their report, in one flow run."""
     from flows.demo import demo_flow
 
-    result = demo_flow(args.config or None, args.lake_override)
+    result = demo_flow(args.config or None, args.lake_override, args.all_arms)
     for run in result["runs"]:
         rounds = run["rounds"]
         print(f"{run['run_id']}: pass@1 {rounds[0]['pass@1_in']:.3f} -> {rounds[-1]['pass@1_out']:.3f} "
@@ -415,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="bootstrap, the demo loops and the report in one flow run")
-    demo.add_argument("--config", action="append", help="loop config (repeatable; default: the two demo configs)")
+    demo.add_argument("--config", action="append", help="loop config (repeatable; default: the two demo arms)")
+    demo.add_argument("--all-arms", action="store_true",
+                      help="add the oracle (step verifier), pairwise-judge and PRL-weighted arms")
     demo.set_defaults(func=cmd_demo)
 
     export = sub.add_parser("export", help="write a run's kept samples (sft) or preference pairs (dpo) "

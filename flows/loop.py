@@ -148,7 +148,8 @@ def run_round(round_: Round, engines: Engines) -> RoundResult:
     with timed_stage(result, "score"):
         score_stage(round_)
     with timed_stage(result, "select"):
-        result.kept = select_task(round_)["kept"]
+        selected = select_task(round_)
+    result.kept, result.policy_hash = selected["kept"], selected["policy_hash"]
     with timed_stage(result, "finetune"):
         result.model_out = finetune_task(round_)
     new_model = result.model_out

@@ -33,5 +33,8 @@ SPEC = TableSpec(
 )
 
 # pass@k, avg@n, maj@k, rm@k (best-of-k by `scorer`), greedy accuracy, plus the shares reported
-# apart from accuracy: every step correct, and unparseable answers.
-METRICS = ("pass", "avg", "maj", "rm", "greedy", "all_steps", "unparseable")
+# apart from accuracy: every step correct, and unparseable answers; and the drift from the base
+# model at k = n: mean completion tokens, distinct final answers per problem, and the mean per-token
+# log-ratio log pi(a) - log pi_base(a) of the sampled answers (a Monte-Carlo estimate of the
+# per-token KL(pi || pi_base) when eval samples at temperature 1).
+METRICS = ("pass", "avg", "maj", "rm", "greedy", "all_steps", "unparseable", "tokens", "answers", "log_ratio")

@@ -152,8 +152,8 @@ class PrlScorerConfig(NamedScorer):
 class MathShepherdConfig(NamedScorer):
     """Math-Shepherd step labels from rollouts of the round's own policy, on answer-correct
     candidates only and lazily: a prompt stops being labelled once `enough` of its candidates have
-    every step's label above 0 (each rollout reached the reference at least once). Only the final
-    answer's reference is read."""
+    every step's label above `above` (0: some rollout from each step reached the reference; set it
+    to the selection's `steps_above` threshold). Only the final answer's reference is read."""
 
     kind: Literal["math_shepherd"] = "math_shepherd"
     name: str = ScorerName
@@ -162,6 +162,7 @@ class MathShepherdConfig(NamedScorer):
     max_tokens: int = Field(64, ge=1)
     seed: int = 0
     enough: int = Field(4, ge=1)
+    above: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class JudgeScorerConfig(NamedScorer, JudgeSettings):

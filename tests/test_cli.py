@@ -135,6 +135,28 @@ def test_shipped_configs_are_valid():
         assert config.rounds >= 1
 
 
+def test_demo_arms_differ_only_in_their_selection_signal():
+    """`make demo`'s arms and `--all-arms`' extra ones share the budget, base model and lake; the
+    default arms select with no step oracle (the step verifier only measures)."""
+    from flows.demo import DEMO_CONFIGS, EXTRA_ARMS
+    from schemas.config import load_config
+    from schemas.loop import LoopConfig
+    from tests.conftest import PROJECT_ROOT
+    configs = {path: load_config(PROJECT_ROOT / path, LoopConfig) for path in DEMO_CONFIGS + EXTRA_ARMS}
+    shared = {(c.lake, c.base_model, c.rounds, c.generation.model_dump_json(), c.evaluation.model_dump_json())
+              for c in configs.values()}
+    assert len(shared) == 1
+    assert len({c.run_id for c in configs.values()}) == len(configs)
+    policies = {path: c.selection.name for path, c in configs.items()}
+    assert policies == {"configs/demo.yaml": "rft_mc_half", "configs/demo-answer-only.yaml": "rft",
+                        "configs/demo-oracle.yaml": "all_steps_correct", "configs/demo-judge.yaml": "rft_judge",
+                        "configs/demo-prl.yaml": "prl_weighted"}
+    for path in DEMO_CONFIGS:
+        steps = [step.kind for step in configs[path].selection.steps]
+        assert "keep_all_steps_correct" not in steps, path
+    assert "steps_above" in [step.kind for step in configs["configs/demo.yaml"].selection.steps]
+
+
 def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_path):
     """Without options, `flywheel generate` and `flywheel score --scorer verifier` write the rows
     a loop round with default settings writes: same sampling hash, step split and scorer version."""

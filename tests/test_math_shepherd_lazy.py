@@ -97,3 +97,29 @@ def test_steps_above_keeps_labelled_candidates_whose_every_step_reaches_the_refe
     stricter = apply_policy(frame, SelectionPolicy(name="mc", steps=[StepsAbove(above=0.5)]))
     assert stricter == []
     assert [type(s).__name__ for s in PRESETS["rft_mc"].steps][:2] == ["KeepCorrect", "StepsAbove"]
+
+
+class HalfwayBackend(RolloutBackend):
+    """Like RolloutBackend, but from a prefix holding a step marked '?' one rollout in two is wrong."""
+
+    def generate(self, prompts, sampling, seeds):  # noqa: ANN001, ANN201
+        self.prompts += prompts
+        return [[Completion("#### 0" if "?" in p and i % 2 else "#### 6", [1], None, None, "stop")
+                 for i in range(sampling.n)] for p in prompts]
+
+
+def test_a_label_threshold_keeps_labelling_past_candidates_at_or_below_it(lake: Lake) -> None:
+    unsure = "1+2=3?\n3*2=6\n#### 6"
+    candidates = [candidate("p", 0, unsure), candidate("p", 1, GOOD)]
+    correct = {c["candidate_id"] for c in candidates}
+    for above, labelled in ((0.0, {"p-0"}), (0.5, {"p-0", "p-1"})):
+        store = Lake(lake.root / f"above-{above}")
+        labeller = scorer(HalfwayBackend())
+        try:
+            report = label_lazily(store, labeller, candidates, correct, 0, enough=1, above=above)
+        finally:
+            labeller.close()
+        labels = stored_labels(store, 0, "math_shepherd", labeller.version)
+        assert set(labels) == labelled, above
+        assert labels["p-0"] == [0.5, 0.5, 1.0]
+        assert report.prompts_enough == 1

@@ -41,28 +41,69 @@ def build_run(lake: Lake, run_id: str, correct_by_iteration: dict[int, list[int]
                    shard=f"evals-{run_id}-{it}")
 
 
+def train_round(lake: Lake, model: str, policy_hash: str, steps_right: list[bool | None]) -> list[str]:
+    """Round 0's train candidates of `model` (one prompt), all kept under `policy_hash`, with the step
+    verifier's verdict per candidate (None: it does not know), a Math-Shepherd row (3 steps, 4
+    rollouts per step) on the first two and two judge votes; returns the candidate ids."""
+    prompt = dict(prompt_id=ids.prompt_id("t", "train"), iteration=0, source="t", split="train",
+                  problem="train", reference_answer="0", metadata=None)
+    lake.write("prompts", [prompt], iteration=0, shard="train-prompt")
+    cands, scores, kept = [], [], []
+    for i, right in enumerate(steps_right):
+        cid = ids.candidate_id(prompt["prompt_id"], model, "train", i)
+        cands.append(dict(candidate_id=cid, prompt_id=prompt["prompt_id"], model_id=model, iteration=0,
+                          sampling_hash="train", sample_index=i, text="#### 0", steps=["a", "b", "#### 0"],
+                          num_tokens=6, finish_reason="stop", cumulative_logprob=None, token_ids=None,
+                          token_logprobs=None, step_token_ends=None))
+        base = dict(candidate_id=cid, prompt_id=prompt["prompt_id"], iteration=0, label=None, extracted_answer=None)
+        if right is not None:
+            scores.append({**base, "scorer": "step_verifier", "scorer_version": "1", "value": float(right),
+                           "step_scores": None, "detail": None})
+        if i < 2:
+            scores.append({**base, "scorer": "math_shepherd", "scorer_version": model, "value": None,
+                           "step_scores": [0.5, 0.25, 1.0], "detail": json.dumps({"rollouts_per_step": 4})})
+        kept.append(dict(candidate_id=cid, prompt_id=prompt["prompt_id"], iteration=0, policy_name="p",
+                         policy_hash=policy_hash, rank=i, weight=1.0))
+    votes = [dict(prompt_id=prompt["prompt_id"], iteration=0, a_id=cands[0]["candidate_id"], b_id=cands[1]["candidate_id"],
+                  judge="judge", judge_version=model, vote=v, votes_k=2, seed=0, tournament="knockout", round=0,
+                  first_id=cands[0]["candidate_id"], verdict="A", winner_id=cands[0]["candidate_id"], reasoning=None,
+                  attempts=1) for v in range(2)]
+    lake.write("candidates", cands, iteration=0, shard="train-candidates")
+    lake.write("scores", scores, iteration=0, shard="train-scores")
+    lake.write("selections", kept, iteration=0, shard="train-kept")
+    lake.write("comparisons", votes, iteration=0, shard="train-votes")
+    return [c["candidate_id"] for c in cands]
+
+
 def test_report_rows_figures_and_plots(lake: Lake, tmp_path: Path):
     build_run(lake, "run-a", {0: [0, 1, 4], 1: [2, 2, 4]})
+    # 4 kept: 2 with every step right, 1 with a wrong step, 1 the step verifier does not know
+    train_round(lake, "run-a-m0", "ph", [True, False, True, None])
     reports = tmp_path / "reports"
     (reports / "run-a").mkdir(parents=True)
     (reports / "run-a" / "rounds.json").write_text(json.dumps({"rounds": [{
-        "iteration": 0, "prompts": 3, "candidates": 12, "kept": 3,
+        "iteration": 0, "model_in": "run-a-m0", "policy_hash": "ph", "prompts": 3, "candidates": 12, "kept": 3,
         "seconds": {"generate": 12.4, "finetune": 3.0}}]}))
     run = load_run(lake, "run-a", reports / "run-a" / "rounds.json")
     assert run.n == 4
     # pass@2 for counts [0, 1, 4] of n=4: (0 + 0.5 + 1) / 3
     assert abs(run.pass_curves[0][1] - 1.5 / 3) < 1e-12
     assert run.pass_curves[1][0] == (2 + 2 + 4) / 12
+    # purity over the 3 kept candidates the step verifier knows; 2 labelled x 2 rolled-out steps x 4
+    assert run.kept_data[0] == {"kept": 4, "purity": 2 / 3, "ms_labelled": 2, "rollouts": 16,
+                                "judge_votes": 2, "rm_passes": 0}
     path, markdown = write_report(lake, ["run-a"], reports)
     assert path == reports / "run-a" / "report.md"
-    rows = [line for line in markdown.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
-    assert len(rows) == 2
-    cells0 = [c.strip() for c in rows[0].split("|")[1:-1]]
-    assert cells0[2:6] == ["3", "12", "3", "25.0%"]   # prompts, candidates, kept, yield
-    assert cells0[6] == "41.7"                          # pass@1 = 5/12
-    assert "12" in cells0 and "3" in cells0             # stage seconds
+    round_rows = [line for line in markdown.splitlines() if line.startswith("| 0 | run-a-m0 | 12 |")]
+    assert len(round_rows) == 1
+    cells = [c.strip() for c in round_rows[0].split("|")[1:-1]]
+    assert cells[2:7] == ["12", "3", "25.0%", "66.7", "2 MS-labelled, 16 rollouts; 2 judge votes"]
+    assert "12" in cells[7:] and "3" in cells[7:]       # stage seconds
+    model_rows = [line for line in markdown.splitlines() if line.startswith("| 0 | run-a-m0 | 41.7")]
+    assert len(model_rows) == 1
+    assert "41.7 [31.7–51.7]" in model_rows[0]          # pass@1 = 5/12 with its interval
     assert "| run-a | 1 | pass@1 | 41.7 | 66.7 | +25.0 |" in markdown
-    for png in ("accuracy.png", "pass_at_k_run-a.png"):
+    for png in ("accuracy.png", "pass_at_k_run-a.png", "pass_at_k_arms.png"):
         data = (reports / "run-a" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 

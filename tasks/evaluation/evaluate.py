@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 from schemas.generation import PromptFormat, SamplingConfig
 from schemas.loop import EvalStage, GenerationStage
 from schemas.policy import ScoreRef, check_score_names
-from tasks.evaluation.metrics import Sample, evaluate_groups, greedy_accuracy, metric_rows
-from tasks.generation.generate import GenerationBackend, generate_candidates, generation_hash
+from tasks.evaluation.metrics import MetricValue, Sample, evaluate_groups, greedy_accuracy, metric_rows, metric_value
+from tasks.generation.generate import GenerationBackend, format_prompt, generate_candidates, generation_hash
 from tasks.lake import ids
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
@@ -31,6 +31,7 @@ from tasks.selection.select import candidate_score, score_column
 
 logger = logging.getLogger("flywheel.evaluate")
 EVAL_SPLIT = "eval"
+DRIFT_VERSION = "drift-1"  # tokens@n, answers@n and log_ratio@n rows
 
 
 @dataclass
@@ -49,12 +50,15 @@ def greedy_sampling(sampling: SamplingConfig) -> SamplingConfig:
 
 
 def eval_hash(sampling: SamplingConfig, fmt: PromptFormat, prompt_ids: Sequence[str],
-              scorers: Sequence[Any], rm_scorers: Sequence[str] = (), step_separator: str = "\n") -> str:
+              scorers: Sequence[Any], rm_scorers: Sequence[str] = (), step_separator: str = "\n",
+              reference_id: str | None = None) -> str:
     """Id of an evaluation's config: sampled and greedy generation (with the step separator), the
-    eval prompt set, the rule scorers' versions and the reward scores read for rm@k."""
+    eval prompt set, the rule scorers' versions, the reward scores read for rm@k and the model the
+    drift's log-ratio is measured against."""
     return ids.content_hash("eval", generation_hash(sampling, fmt, step_separator),
                             generation_hash(greedy_sampling(sampling), fmt, step_separator),
-                            sorted(prompt_ids), {s.name: s.version for s in scorers}, sorted(rm_scorers))
+                            sorted(prompt_ids), {s.name: s.version for s in scorers}, sorted(rm_scorers),
+                            DRIFT_VERSION, reference_id)
 
 
 def eval_candidates(lake: Lake, iteration: int, model_id: str, s_hash: str) -> list[dict]:
@@ -163,13 +167,15 @@ def evaluate_model(
     iteration: int,
     stage: EvalStage,
     generation: GenerationStage,
+    reference: tuple[str, str] | None = None,
 ) -> EvalSummary:
     """Generate (resuming), score and measure a model on eval prompts; write the evals rows.
 
     `stage` says how to sample and measure (n, temperature, ks, benchmark, rm@k scorers);
     `generation` how prompts are formatted, steps split and chunks sized, as in the loop's train
     generation. rm@k reads the reward scores `stage.rm_scorers` names (module docstring); an
-    unusable one fails before any row.
+    unusable one fails before any row. `reference` (folder, model id) is the model the drift's
+    log-ratio is measured against (the run's base model); None: no log_ratio row.
     """
     sampling, ks, benchmark, rm_scorers = stage.sampling, stage.ks, stage.benchmark, stage.rm_scorers
     fmt, chunk_size, step_separator = generation.format, generation.chunk_size, generation.step_separator
@@ -194,11 +200,54 @@ def evaluate_model(
     values = metrics_from_lake(lake, iteration, sampled, ks, rm_scorers)
     verdicts = score_map(lake, iteration, "verifier")
     values.append(greedy_accuracy([verdicts[c["candidate_id"]]["label"] == CORRECT for c in greedy_rows]))
+    ratios = None
+    if reference is not None:
+        ratios = ({c["candidate_id"]: [0.0] * c["num_tokens"] for c in sampled} if reference[1] == model_id
+                  else log_ratios(sampled, reference[0], fmt))
+    values += drift_metrics(sampled, verdicts, sampling.n, ratios)
     config_hash = eval_hash(sampling, fmt, [p["prompt_id"] for p in prompts], scorers, rm_scorers,
-                            step_separator)
+                            step_separator, None if reference is None else reference[1])
     rows = metric_rows(values, run_id, iteration, model_id, EVAL_SPLIT, benchmark, config_hash)
     lake.write("evals", rows, iteration=iteration, shard=f"evals-{run_id}-{model_id}-{config_hash}")
     headline = {f"{v.metric}@{v.k}" + (f"[{v.scorer}]" if v.scorer else ""): v.value for v in values}
     logger.info("eval %s (iteration %d): %s", model_id, iteration,
                 ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
     return EvalSummary(model_id=model_id, iteration=iteration, values=headline, rows_written=len(rows))
+
+
+def log_ratios(candidates: Sequence[dict], reference_path: str, fmt: PromptFormat) -> dict[str, list[float]]:
+    """Per candidate, log pi(a_t) - log pi_ref(a_t) for each sampled token: the policy's stored
+    log-probabilities against the reference model's, read by Hugging Face on the same tokens."""
+    from tasks.generation.ref_logprobs import candidate_logprobs, load_reference
+
+    lacking = [c["candidate_id"] for c in candidates if c["token_ids"] is None or c["token_logprobs"] is None]
+    if lacking:
+        raise ValueError(f"drift: candidate {lacking[0]} has no token log-probabilities to compare with the base")
+    model, tokenizer = load_reference(reference_path)
+    prompts = {c["prompt_id"]: format_prompt(c["problem"], fmt, tokenizer) for c in candidates}
+    reference = candidate_logprobs(model, tokenizer, candidates, prompts)
+    return {c["candidate_id"]: [float(p) - float(q) for p, q in zip(c["token_logprobs"], reference[c["candidate_id"]])]
+            for c in candidates}
+
+
+def drift_metrics(candidates: Sequence[dict], verdicts: Mapping[str, dict], n: int,
+                  ratios: Mapping[str, Sequence[float]] | None = None) -> list[MetricValue]:
+    """Drift of the sampled answers, each a mean over problems with a bootstrap interval:
+    tokens@n (mean completion tokens), answers@n (distinct parseable final answers per problem, the
+    verifier's correct answers counting as one) and, given per-token log-ratios to the base model,
+    log_ratio@n (each problem's mean per-token log-ratio over its samples' tokens)."""
+    groups: dict[str, list[dict]] = {}
+    for c in candidates:
+        groups.setdefault(c["prompt_id"], []).append(c)
+    tokens, answers, ratio = [], [], []
+    for group in groups.values():
+        tokens.append(sum(c["num_tokens"] for c in group) / len(group))
+        samples = [verified_sample(c["candidate_id"], verdicts, None, {}) for c in group]
+        answers.append(float(len({s.answer for s in samples if not s.unparseable})))
+        if ratios is not None:
+            values = [v for c in group for v in ratios[c["candidate_id"]]]
+            ratio.append(sum(values) / len(values) if values else 0.0)
+    out = [metric_value("tokens", n, tokens), metric_value("answers", n, answers)]
+    if ratios is not None:
+        out.append(metric_value("log_ratio", n, ratio))
+    return out

@@ -250,6 +250,12 @@ def _metric(metric: str, k: int, scorer: str | None, per_problem: Sequence[float
                        ci_low=low, ci_high=high, n_problems=len(per_problem))
 
 
+def metric_value(metric: str, k: int, per_problem: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> MetricValue:
+    """A metric without a scorer: the mean of per-problem values with its bootstrap interval."""
+    return _metric(metric, k, None, per_problem, n_boot, alpha, seed)
+
+
 def evaluate_groups(groups: Mapping[str, Sequence[Sample | Mapping[str, Any]]], ks: Sequence[int],
                     n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> list[MetricValue]:
     """Every sampled-evaluation metric over problems `groups` (prompt_id → samples by sample_index).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from tasks.evaluation.metrics import pass_at_k
 from tasks.lake.sql import connect
@@ -26,6 +26,7 @@ class RunData:
     models: dict[int, str]  # iteration -> model_id
     pass_curves: dict[int, list[float]]  # iteration -> pass@k for k = 1..n
     n: int
+    kept_data: dict[int, dict[str, float | int | None]]  # iteration -> purity and extra cost of its round
 
 
 def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
@@ -57,32 +58,97 @@ def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
         if counts:
             n = counts[0][1]
             curves[it] = [sum(pass_at_k(n, c, k) for _, _, c in counts) / len(counts) for k in range(1, n + 1)]
-    return RunData(run_id=run_id, rounds=rounds, evals=evals, models=models, pass_curves=curves, n=n)
+    kept_data = {r["iteration"]: round_data(con, r) for r in rounds}
+    return RunData(run_id=run_id, rounds=rounds, evals=evals, models=models, pass_curves=curves, n=n,
+                   kept_data=kept_data)
+
+
+def round_data(con: Any, round_summary: dict) -> dict[str, float | int | None]:
+    """Of one round (a rounds.json entry): the purity of its kept samples (share whose every step is
+    right, where the step verifier knows; None where it knows none) and its extra cost: the
+    Math-Shepherd candidates labelled and their rollouts, the pairwise judge's votes, and the
+    learned reward models' scoring passes."""
+    it, model_in = round_summary["iteration"], round_summary["model_in"]
+    kept, known, pure = con.execute(
+        """SELECT count(*), count(v.value), count(*) FILTER (WHERE v.value = 1.0)
+           FROM (SELECT DISTINCT candidate_id FROM selections WHERE iteration = ? AND policy_hash = ?) k
+           JOIN (SELECT DISTINCT candidate_id, model_id FROM candidates WHERE iteration = ?) c
+             ON c.candidate_id = k.candidate_id AND c.model_id = ?
+           LEFT JOIN scores v ON v.candidate_id = k.candidate_id AND v.scorer = 'step_verifier'""",
+        [it, round_summary.get("policy_hash", ""), it, model_in]).fetchone()
+    labelled, rollouts = con.execute(
+        """SELECT count(*), coalesce(sum(greatest(len(s.step_scores) - 1, 0)
+                                         * CAST(json_extract(s.detail, '$.rollouts_per_step') AS BIGINT)), 0)
+           FROM scores s JOIN (SELECT DISTINCT candidate_id, model_id FROM candidates WHERE iteration = ?) c
+             ON c.candidate_id = s.candidate_id AND c.model_id = ?
+           WHERE s.iteration = ? AND s.detail LIKE '%rollouts_per_step%'""", [it, model_in, it]).fetchone()
+    votes = con.execute("SELECT count(*) FROM comparisons WHERE iteration = ? AND judge_version = ?",
+                        [it, model_in]).fetchone()[0]
+    rm_passes = con.execute(
+        """SELECT count(*) FROM scores s JOIN models m ON s.scorer_version = m.model_id
+           JOIN (SELECT DISTINCT candidate_id, model_id FROM candidates WHERE iteration = ?) c
+             ON c.candidate_id = s.candidate_id AND c.model_id = ?
+           WHERE s.iteration = ?""", [it, model_in, it]).fetchone()[0]
+    return {"kept": kept, "purity": pure / known if known else None, "ms_labelled": labelled,
+            "rollouts": rollouts, "judge_votes": votes, "rm_passes": rm_passes}
 
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _with_ci(values: dict[str, float], name: str) -> str:
+    """`value [low–high]` in percent, or – when the metric is missing."""
+    if values.get(name) is None:
+        return "–"
+    lo, hi = values.get(f"{name}_lo"), values.get(f"{name}_hi")
+    return _pct(values[name]) + (f" [{_pct(lo)}–{_pct(hi)}]" if lo is not None and hi is not None else "")
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _cost(data: dict) -> str:
+    """The extra cost of a round's selection signal, in words (– when it had none)."""
+    parts = []
+    if data.get("ms_labelled"):
+        parts.append(f"{data['ms_labelled']} MS-labelled, {data['rollouts']} rollouts")
+    if data.get("judge_votes"):
+        parts.append(f"{data['judge_votes']} judge votes")
+    if data.get("rm_passes"):
+        parts.append(f"{data['rm_passes']} RM passes")
+    return "; ".join(parts) or "–"
+
+
 def round_table(run: RunData) -> str:
-    """Markdown: one row per model of the run (iteration k = after k rounds)."""
-    n = run.n
-    head = (f"| iteration | model | prompts | candidates | kept | yield | pass@1 (avg@{n}) | pass@{n} | "
-            f"maj@{n} | greedy | all-steps-correct | unparseable | "
-            + " | ".join(f"{s} s" for s in STAGES) + " |")
+    """Markdown: what each round kept and what it cost (row k: round k, from M_k)."""
+    head = "| round | from model | candidates | kept | yield | purity of kept | extra cost | " + \
+        " | ".join(f"{s} s" for s in STAGES) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    by_iter = {r["iteration"]: r for r in run.rounds}
-    for it in sorted(run.evals):
-        e, r = run.evals[it], by_iter.get(it, {})
-        kept, cands = r.get("kept"), r.get("candidates")
+    for r in sorted(run.rounds, key=lambda r: r["iteration"]):
+        it, data = r["iteration"], run.kept_data.get(r["iteration"], {})
+        kept, cands, secs = r.get("kept"), r.get("candidates"), r.get("seconds", {})
         yld = f"{100 * kept / cands:.1f}%" if kept is not None and cands else "–"
-        secs = r.get("seconds", {})
-        lines.append(
-            f"| {it} | {run.models[it]} | {r.get('prompts', '–')} | {cands or '–'} | "
-            f"{kept if kept is not None else '–'} | {yld} | {_pct(e.get('pass@1'))} | {_pct(e.get(f'pass@{n}'))} | "
-            f"{_pct(e.get(f'maj@{n}'))} | {_pct(e.get('greedy@1'))} | {_pct(e.get(f'all_steps@{n}'))} | "
-            f"{_pct(e.get(f'unparseable@{n}'))} | "
-            + " | ".join(f"{secs[s]:.0f}" if s in secs else "–" for s in STAGES) + " |")
+        lines.append(f"| {it} | {r['model_in']} | {cands or '–'} | {kept if kept is not None else '–'} | {yld} | "
+                     f"{_pct(data.get('purity'))} | {_cost(data)} | "
+                     + " | ".join(f"{secs[s]:.0f}" if s in secs else "–" for s in STAGES) + " |")
+    return "\n".join(lines)
+
+
+def model_table(run: RunData) -> str:
+    """Markdown: each model of the run on held-out problems, with 95% bootstrap intervals, and its
+    drift from the base model (iteration k = after k rounds)."""
+    n = run.n
+    lines = [f"| iteration | model | pass@1 (avg@{n}) | pass@{n} | maj@{n} | greedy | all steps correct | "
+             f"unparseable | mean tokens | distinct answers | log-ratio to base (nats/token) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for it in sorted(run.evals):
+        e = run.evals[it]
+        lines.append(f"| {it} | {run.models[it]} | {_with_ci(e, 'pass@1')} | {_with_ci(e, f'pass@{n}')} | "
+                     f"{_with_ci(e, f'maj@{n}')} | {_with_ci(e, 'greedy@1')} | {_pct(e.get(f'all_steps@{n}'))} | "
+                     f"{_pct(e.get(f'unparseable@{n}'))} | {_number(e.get(f'tokens@{n}'), 1)} | "
+                     f"{_number(e.get(f'answers@{n}'))} | {_number(e.get(f'log_ratio@{n}'), 3)} |")
     return "\n".join(lines)
 
 
@@ -147,6 +213,33 @@ def plot_pass_at_k(run: RunData, path: Path) -> Path:
     return path
 
 
+def plot_pass_at_k_arms(runs: Sequence[RunData], path: Path) -> Path:
+    """PNG: pass@k against k of each run's final model, beside the first run's base model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    first = runs[0]
+    if first.pass_curves:
+        base = first.pass_curves[min(first.pass_curves)]
+        ax.plot(range(1, len(base) + 1), [100 * v for v in base], ":k", label="base model")
+    for run in runs:
+        if run.pass_curves:
+            last = max(run.pass_curves)
+            curve = run.pass_curves[last]
+            ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], "-o", label=f"{run.run_id} (round {last})")
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(lake: Lake, run_ids: Sequence[str], reports_dir: Path) -> tuple[Path, str]:
     """Write reports_dir/<first run>/report.md with plots; returns its path and the markdown."""
     if not run_ids:
@@ -155,13 +248,19 @@ def write_report(lake: Lake, run_ids: Sequence[str], reports_dir: Path) -> tuple
     out = reports_dir / run_ids[0]
     out.mkdir(parents=True, exist_ok=True)
     accuracy_png = plot_accuracy(runs, out / "accuracy.png")
+    arms_png = plot_pass_at_k_arms(runs, out / "pass_at_k_arms.png")
     parts = [f"# Flywheel report: {', '.join(run_ids)}", "",
-             "Held-out demo problems; iteration k is the model after k rounds (0 = base). Percentages; "
-             "stage columns are wall seconds (evaluate = this model, evaluate_next = the model it trained).", ""]
+             "Held-out problems; iteration k is the model after k rounds (0 = base). Percentages with 95% "
+             "bootstrap intervals over problems. Purity: the share of a round's kept samples whose every "
+             "step is right, where the demo's step verifier knows (it measures, it does not select, except "
+             "in an all-steps-correct arm). Stage columns are wall seconds (evaluate = the round's model, "
+             "evaluate_next = the model it trained; 0 = already in the lake).", ""]
     for run in runs:
         png = plot_pass_at_k(run, out / f"pass_at_k_{run.run_id}.png")
-        parts += [f"## {run.run_id}", "", round_table(run), "", f"![pass@k vs k]({png.name})", ""]
-    parts += ["## Base vs final", "", comparison_table(runs), "", f"![accuracy vs round]({accuracy_png.name})", ""]
+        parts += [f"## {run.run_id}", "", "Rounds:", "", round_table(run), "", "Models:", "", model_table(run), "",
+                  f"![pass@k vs k]({png.name})", ""]
+    parts += ["## Base vs final", "", comparison_table(runs), "", f"![accuracy vs round]({accuracy_png.name})", "",
+              f"![pass@k vs k, final models]({arms_png.name})", ""]
     markdown = "\n".join(parts)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     return out / "report.md", markdown

@@ -48,6 +48,7 @@ class RoundResult:
     prompts: int = 0
     candidates: int = 0
     kept: int = 0
+    policy_hash: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     evals: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -98,6 +99,13 @@ class Round:
         start = (self.iteration * per_round) % len(rows)
         return (rows + rows)[start:start + per_round]
 
+    def base(self) -> ModelRef | None:
+        """The run's base model M_0, which drift is measured against (None: its folder is missing)."""
+        if self.iteration == 0 and Path(self.model_in.path) == Path(self.config.base_model).resolve():
+            return self.model_in
+        path = Path(self.config.base_model)
+        return ModelRef(str(path.resolve()), model_id_for(path)) if (path / "config.json").is_file() else None
+
     def eval_prompts(self) -> list[dict]:
         """Every eval-split prompt."""
         return split_prompts(self.lake, EVAL_SPLIT)
@@ -141,8 +149,8 @@ class Round:
         """The round's pairwise-judge settings, when it ranks candidates with a judge."""
         return next((r for r in self.config.scoring.reward_models if r.kind == "judge"), None)
 
-    def labeller(self, engine: GenerationBackend) -> tuple[MathShepherdScorer, int] | None:
-        """The Math-Shepherd scorer over the round's engine and its `enough`, when configured."""
+    def labeller(self, engine: GenerationBackend) -> tuple[MathShepherdScorer, MathShepherdConfig] | None:
+        """The Math-Shepherd scorer over the round's engine and its config entry, when configured."""
         entry = self.math_shepherd()
         if entry is None:
             return None
@@ -152,7 +160,7 @@ class Round:
         scorer = MathShepherdScorer(engine, rollout, model_id=self.model_in.model_id, prompt_format=g.format,
                                     step_separator=g.step_separator, verifier_mode=scoring.verifier_mode,
                                     timeout_s=scoring.timeout_s, workers=scoring.workers, name=entry.name)
-        return scorer, entry.enough
+        return scorer, entry
 
 
 def reward_model_scorer(entry: OrmScorerConfig | PrmScorerConfig, fmt: PromptFormat, separator: str,
@@ -221,7 +229,7 @@ def summarise_round(result: RoundResult) -> dict:
     return {
         "iteration": result.iteration, "model_in": result.model_in.model_id,
         "model_out": result.model_out.model_id, "prompts": result.prompts,
-        "candidates": result.candidates, "kept": result.kept,
+        "candidates": result.candidates, "kept": result.kept, "policy_hash": result.policy_hash,
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
         "pass@1_in": result.evals[result.model_in.model_id].get("pass@1"),
         "pass@1_out": result.evals[result.model_out.model_id].get("pass@1"),

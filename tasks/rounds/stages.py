@@ -11,6 +11,7 @@ from typing import Any
 
 from tasks.evaluation.evaluate import eval_hash, evaluate_model
 from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
+from schemas import table_spec
 from tasks.lake.ids import content_hash
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
@@ -42,21 +43,45 @@ def evaluated(lake: Lake, run_id: str, model_id: str, iteration: int, config_has
     return {f"{m}@{k}" + (f"[{s}]" if s else ""): v for m, k, s, v in rows}
 
 
+def copy_evaluation(lake: Lake, run_id: str, model_id: str, iteration: int, config_hash: str) -> str | None:
+    """Copy another run's evals rows of the same model, iteration and eval config under `run_id`
+    (same candidates, same scores, same seeds: the rows a new evaluation would write), so arms that
+    start from one base model share its evaluation; returns the run copied from, or None."""
+    columns = ", ".join(table_spec("evals").columns)
+    rows = connect(lake).execute(
+        f"SELECT {columns} FROM evals WHERE model_id = ? AND iteration = ? AND eval_hash = ? AND run_id = "
+        "(SELECT min(run_id) FROM evals WHERE model_id = ? AND iteration = ? AND eval_hash = ?)",
+        [model_id, iteration, config_hash, model_id, iteration, config_hash]).to_arrow_table().to_pylist()
+    if not rows:
+        return None
+    donor = rows[0]["run_id"]
+    copied = [{**row, "run_id": run_id} for row in rows]
+    lake.write("evals", copied, iteration=iteration, shard=f"evals-{run_id}-{model_id}-{config_hash}")
+    return donor
+
+
 def evaluate_in_round(round_: Round, engine: LazyBackend, model: ModelRef, iteration: int) -> dict[str, float]:
     """Evaluate `model` (as M_iteration) on the eval split, unless the run already has its rows."""
     config, lake = round_.config, round_.lake
     scorers = round_.rule_scorers()
     prompts = round_.eval_prompts()
     e, g = config.evaluation, config.generation
+    base = round_.base()
     config_hash = eval_hash(e.sampling, g.format, [p["prompt_id"] for p in prompts], scorers, e.rm_scorers,
-                            step_separator=g.step_separator)
+                            step_separator=g.step_separator,
+                            reference_id=base and base.model_id)
     done = evaluated(lake, config.run_id, model.model_id, iteration, config_hash)
     if done is not None:
         _log().info("evaluate %s: already done", model.model_id)
         return done
+    donor = copy_evaluation(lake, config.run_id, model.model_id, iteration, config_hash)
+    if donor is not None:
+        _log().info("evaluate %s: the same evaluation of run %s, copied", model.model_id, donor)
+        return evaluated(lake, config.run_id, model.model_id, iteration, config_hash)
     try:
         summary = evaluate_model(lake, engine, scorers, prompts, run_id=config.run_id, model_id=model.model_id,
-                                 iteration=iteration, stage=e, generation=g)
+                                 iteration=iteration, stage=e, generation=g,
+                                 reference=base and (base.path, base.model_id))
     finally:
         for scorer in scorers:
             scorer.close()
@@ -166,16 +191,17 @@ def label_in_round(round_: Round, engine: LazyBackend) -> dict | None:
     made = round_.labeller(engine)
     if made is None:
         return None
-    scorer, enough = made
+    scorer, entry = made
     try:
         candidates, outcomes = verified_candidates(round_)
         correct = {cid for cid, ok in outcomes.items() if ok}
-        report = label_lazily(round_.lake, scorer, candidates, correct, round_.iteration, enough)
+        report = label_lazily(round_.lake, scorer, candidates, correct, round_.iteration, entry.enough,
+                              entry.above)
     finally:
         scorer.close()
     _log().info("math-shepherd: %d candidates labelled (%d already) in %d wave(s), %d rollouts; %d prompts "
-                "reached %d candidates with every step above 0", report.labelled, report.already, report.waves,
-                report.rollouts, report.prompts_enough, enough)
+                "reached %d candidates with every step above %g", report.labelled, report.already, report.waves,
+                report.rollouts, report.prompts_enough, entry.enough, entry.above)
     return report.__dict__
 
 

@@ -122,16 +122,18 @@ class LabelReport:
     prompts_enough: int = 0  # prompts that reached `enough` candidates with every step above 0
 
 
-def every_step_reaches(step_scores: Sequence[float] | None) -> bool:
-    """True when every step's Math-Shepherd label is above 0 (some rollout reached the reference)."""
-    return bool(step_scores) and all(s > 0 for s in step_scores)
+def every_step_reaches(step_scores: Sequence[float] | None, above: float = 0.0) -> bool:
+    """True when every step's Math-Shepherd label is above `above` (0: some rollout from each step
+    reached the reference)."""
+    return bool(step_scores) and all(s > above for s in step_scores)
 
 
 def label_lazily(lake: Lake, scorer: "MathShepherdScorer", candidates: Sequence[dict], correct: set[str],
-                 iteration: int, enough: int) -> LabelReport:
+                 iteration: int, enough: int, above: float = 0.0) -> LabelReport:
     """Math-Shepherd labels for the answer-correct candidates (ids in `correct`), lazily.
 
-    Wave w labels, for every prompt still short of `enough` candidates whose every step is above 0,
+    Wave w labels, for every prompt still short of `enough` candidates whose every step is above
+    `above`,
     its next unlabelled answer-correct candidate in sample order; waves repeat until no prompt needs
     one. Labels already in the lake (same scorer version) count and are not redone, so a resumed
     or repeated run labels the same candidates.
@@ -145,7 +147,7 @@ def label_lazily(lake: Lake, scorer: "MathShepherdScorer", candidates: Sequence[
     while True:
         wave = []
         for group in groups.values():
-            if sum(every_step_reaches(labels.get(c["candidate_id"])) for c in group) >= enough:
+            if sum(every_step_reaches(labels.get(c["candidate_id"]), above) for c in group) >= enough:
                 continue
             todo = [c for c in group if c["candidate_id"] not in labels]
             if todo:
@@ -163,7 +165,7 @@ def label_lazily(lake: Lake, scorer: "MathShepherdScorer", candidates: Sequence[
         report.waves += 1
         report.rollouts += scorer.rollouts - before
     report.prompts_enough = sum(
-        sum(every_step_reaches(labels.get(c["candidate_id"])) for c in group) >= enough for group in groups.values())
+        sum(every_step_reaches(labels.get(c["candidate_id"]), above) for c in group) >= enough for group in groups.values())
     return report
 
 

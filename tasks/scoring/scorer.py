@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 # The columns a scorer receives per candidate (candidates joined with prompts by prompt_id).
-CANDIDATE_COLUMNS = ("candidate_id", "prompt_id", "iteration", "sample_index", "text", "steps",
+CANDIDATE_COLUMNS = ("candidate_id", "prompt_id", "iteration", "sample_index", "text", "steps", "num_tokens",
                      "token_ids", "token_logprobs", "step_token_ends", "problem", "reference_answer")
 
 
