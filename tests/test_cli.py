@@ -148,7 +148,7 @@ def test_demo_arms_differ_only_in_their_selection_signal():
     assert len(shared) == 1
     assert len({c.run_id for c in configs.values()}) == len(configs)
     policies = {path: c.selection.name for path, c in configs.items()}
-    assert policies == {"configs/demo.yaml": "rft_mc_half", "configs/demo-answer-only.yaml": "rft",
+    assert policies == {"configs/demo.yaml": "correct_mc", "configs/demo-answer-only.yaml": "rft",
                         "configs/demo-oracle.yaml": "all_steps_correct", "configs/demo-judge.yaml": "rft_judge",
                         "configs/demo-prl.yaml": "prl_weighted"}
     for path in DEMO_CONFIGS:

@@ -81,9 +81,14 @@ def test_report_rows_figures_and_plots(lake: Lake, tmp_path: Path):
     train_round(lake, "run-a-m0", "ph", [True, False, True, None])
     reports = tmp_path / "reports"
     (reports / "run-a").mkdir(parents=True)
-    (reports / "run-a" / "rounds.json").write_text(json.dumps({"rounds": [{
-        "iteration": 0, "model_in": "run-a-m0", "policy_hash": "ph", "prompts": 3, "candidates": 12, "kept": 3,
-        "seconds": {"generate": 12.4, "finetune": 3.0}}]}))
+    rounds = [{"iteration": 0, "model_in": "run-a-m0", "policy_hash": "ph", "prompts": 3, "candidates": 12,
+               "kept": 3, "seconds": {"generate": 12.4, "finetune": 3.0}}]
+    # a run without reward models is not charged for the labels and votes another run made
+    (reports / "run-a" / "rounds.json").write_text(json.dumps({"rounds": rounds}))
+    assert load_run(lake, "run-a", reports / "run-a" / "rounds.json").kept_data[0] == {
+        "kept": 4, "purity": 2 / 3, "ms_labelled": 0, "rollouts": 0, "judge_votes": 0, "rm_passes": 0}
+    (reports / "run-a" / "rounds.json").write_text(json.dumps({
+        "rounds": rounds, "reward_models": {"math_shepherd": "math_shepherd", "judge": "judge"}}))
     run = load_run(lake, "run-a", reports / "run-a" / "rounds.json")
     assert run.n == 4
     # pass@2 for counts [0, 1, 4] of n=4: (0 + 0.5 + 1) / 3

@@ -31,7 +31,8 @@ class RunData:
 
 def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
     """Collect one run's figures from the lake and its rounds.json."""
-    rounds = json.loads(rounds_file.read_text())["rounds"] if rounds_file.is_file() else []
+    summary = json.loads(rounds_file.read_text()) if rounds_file.is_file() else {}
+    rounds, reward_models = summary.get("rounds", []), summary.get("reward_models", {})
     con = connect(lake)
     rows = con.execute(
         "SELECT iteration, model_id, metric, k, scorer, value, ci_low, ci_high FROM evals "
@@ -58,17 +59,20 @@ def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
         if counts:
             n = counts[0][1]
             curves[it] = [sum(pass_at_k(n, c, k) for _, _, c in counts) / len(counts) for k in range(1, n + 1)]
-    kept_data = {r["iteration"]: round_data(con, r) for r in rounds}
+    kept_data = {r["iteration"]: round_data(con, r, reward_models) for r in rounds}
     return RunData(run_id=run_id, rounds=rounds, evals=evals, models=models, pass_curves=curves, n=n,
                    kept_data=kept_data)
 
 
-def round_data(con: Any, round_summary: dict) -> dict[str, float | int | None]:
+def round_data(con: Any, round_summary: dict, reward_models: dict[str, str]) -> dict[str, float | int | None]:
     """Of one round (a rounds.json entry): the purity of its kept samples (share whose every step is
-    right, where the step verifier knows; None where it knows none) and its extra cost: the
-    Math-Shepherd candidates labelled and their rollouts, the pairwise judge's votes, and the
-    learned reward models' scoring passes."""
+    right, where the step verifier knows; None where it knows none) and the extra cost of the run's
+    reward models (`reward_models`: name -> kind) on its candidates: the Math-Shepherd candidates
+    labelled and their rollouts, the pairwise judge's votes, and the ORM and PRM scoring passes.
+    Work another run already did on the same candidates counts too: it is what the signal costs."""
     it, model_in = round_summary["iteration"], round_summary["model_in"]
+    named = {kind: [n for n, k in reward_models.items() if k == kind] for kind in ("math_shepherd", "judge")}
+    scored = [n for n, k in reward_models.items() if k in ("orm", "prm")]
     kept, known, pure = con.execute(
         """SELECT count(*), count(v.value), count(*) FILTER (WHERE v.value = 1.0)
            FROM (SELECT DISTINCT candidate_id FROM selections WHERE iteration = ? AND policy_hash = ?) k
@@ -81,14 +85,18 @@ def round_data(con: Any, round_summary: dict) -> dict[str, float | int | None]:
                                          * CAST(json_extract(s.detail, '$.rollouts_per_step') AS BIGINT)), 0)
            FROM scores s JOIN (SELECT DISTINCT candidate_id, model_id FROM candidates WHERE iteration = ?) c
              ON c.candidate_id = s.candidate_id AND c.model_id = ?
-           WHERE s.iteration = ? AND s.detail LIKE '%rollouts_per_step%'""", [it, model_in, it]).fetchone()
-    votes = con.execute("SELECT count(*) FROM comparisons WHERE iteration = ? AND judge_version = ?",
-                        [it, model_in]).fetchone()[0]
+           WHERE s.iteration = ? AND s.scorer IN (SELECT unnest(?::VARCHAR[]))""",
+        [it, model_in, it, named["math_shepherd"]]).fetchone()
+    votes = con.execute(
+        """SELECT count(*) FROM comparisons WHERE iteration = ? AND judge IN (SELECT unnest(?::VARCHAR[]))
+           AND (a_id IN (SELECT candidate_id FROM candidates WHERE iteration = ? AND model_id = ?))""",
+        [it, named["judge"], it, model_in]).fetchone()[0]
     rm_passes = con.execute(
-        """SELECT count(*) FROM scores s JOIN models m ON s.scorer_version = m.model_id
+        """SELECT count(*) FROM scores s
            JOIN (SELECT DISTINCT candidate_id, model_id FROM candidates WHERE iteration = ?) c
              ON c.candidate_id = s.candidate_id AND c.model_id = ?
-           WHERE s.iteration = ?""", [it, model_in, it]).fetchone()[0]
+           WHERE s.iteration = ? AND s.scorer IN (SELECT unnest(?::VARCHAR[]))""",
+        [it, model_in, it, scored]).fetchone()[0]
     return {"kept": kept, "purity": pure / known if known else None, "ms_labelled": labelled,
             "rollouts": rollouts, "judge_votes": votes, "rm_passes": rm_passes}
 

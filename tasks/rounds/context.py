@@ -276,8 +276,9 @@ def run_summary_path(config: LoopConfig) -> Path:
 
 
 def write_run_summary(config: LoopConfig, summary: dict) -> dict:
-    """Merge a run's summary into its rounds.json; a rerun that found a round done keeps the stage
-    seconds of the run that did the work. Returns what was written."""
+    """Merge a run's summary into its rounds.json, with the run's reward models by name and kind;
+    a rerun that found a round done keeps the stage seconds of the run that did the work. Returns
+    what was written."""
     path = run_summary_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.is_file() else {}
@@ -286,5 +287,6 @@ def write_run_summary(config: LoopConfig, summary: dict) -> dict:
         before = old.get(row["iteration"])
         if before and before.get("model_out") == row["model_out"]:
             row["seconds"] = {k: max(v, before["seconds"].get(k, 0.0)) for k, v in row["seconds"].items()}
+    summary = {**summary, "reward_models": {e.name: e.kind for e in config.scoring.reward_models}}
     path.write_text(json.dumps(summary, indent=2))
     return summary
