@@ -36,7 +36,8 @@ setup-gpu:
 FW := $(VENV)/bin/flywheel
 
 # The main job on the embedded default: bootstrap the tiny model and demo prompts, three rounds
-# keeping all-steps-correct samples, the same budget keeping answer-correct samples, the report.
+# keeping answer-correct samples whose Math-Shepherd step labels (from final answers only) are all
+# above 0, the same budget with answer-only rejection sampling (rft), the report.
 demo: setup
 	$(FW) demo
 	@echo "try:"

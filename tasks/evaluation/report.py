@@ -68,11 +68,12 @@ def round_data(con: Any, round_summary: dict, reward_models: dict[str, str]) -> 
     """Of one round (a rounds.json entry): the purity of its kept samples (share whose every step is
     right, where the step verifier knows; None where it knows none) and the extra cost of the run's
     reward models (`reward_models`: name -> kind) on its candidates: the Math-Shepherd candidates
-    labelled and their rollouts, the pairwise judge's votes, and the ORM and PRM scoring passes.
+    labelled and their rollouts, the pairwise judge's votes, and the ORM, PRM and PRL (reference
+    model) scoring passes.
     Work another run already did on the same candidates counts too: it is what the signal costs."""
     it, model_in = round_summary["iteration"], round_summary["model_in"]
     named = {kind: [n for n, k in reward_models.items() if k == kind] for kind in ("math_shepherd", "judge")}
-    scored = [n for n, k in reward_models.items() if k in ("orm", "prm")]
+    scored = [n for n, k in reward_models.items() if k in ("orm", "prm", "prl")]
     kept, known, pure = con.execute(
         """SELECT count(*), count(v.value), count(*) FILTER (WHERE v.value = 1.0)
            FROM (SELECT DISTINCT candidate_id FROM selections WHERE iteration = ? AND policy_hash = ?) k
@@ -125,7 +126,7 @@ def _cost(data: dict) -> str:
     if data.get("judge_votes"):
         parts.append(f"{data['judge_votes']} judge votes")
     if data.get("rm_passes"):
-        parts.append(f"{data['rm_passes']} RM passes")
+        parts.append(f"{data['rm_passes']} reward-model passes")
     return "; ".join(parts) or "–"
 
 
