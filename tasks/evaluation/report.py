@@ -177,14 +177,31 @@ def comparison_table(runs: Sequence[RunData]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy(runs: Sequence[RunData], path: Path) -> Path:
-    """PNG: pass@1, pass@n and greedy accuracy against the round, one line style per run."""
+def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
+    """A matplotlib figure and axes, drawn without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    return plt.subplots(figsize=size)
+
+
+def _save(fig: Any, ax: Any, path: Path, legend_size: int = 8) -> Path:
+    """Grid, legend, save as PNG, free the figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy(runs: Sequence[RunData], path: Path) -> Path:
+    """PNG: pass@1, pass@n and greedy accuracy against the round, one line style per run."""
+    fig, ax = _figure((7, 4.5))
     for run in runs:
         its = sorted(run.evals)
         for name, style in (("pass@1", "-o"), (f"pass@{run.n}", "--s"), ("greedy@1", ":^")):
@@ -193,43 +210,23 @@ def plot_accuracy(runs: Sequence[RunData], path: Path) -> Path:
     ax.set_xlabel("round (0 = base model)")
     ax.set_ylabel("accuracy on held-out problems (%)")
     ax.set_xticks(sorted({i for run in runs for i in run.evals}))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, legend_size=7)
 
 
 def plot_pass_at_k(run: RunData, path: Path) -> Path:
     """PNG: pass@k against k, one line per round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure((6, 4))
     for it, curve in sorted(run.pass_curves.items()):
         ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], "-o", label=f"round {it}")
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
     ax.set_title(run.run_id)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_pass_at_k_arms(runs: Sequence[RunData], path: Path) -> Path:
     """PNG: pass@k against k of each run's final model, beside the first run's base model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure((6, 4))
     first = runs[0]
     if first.pass_curves:
         base = first.pass_curves[min(first.pass_curves)]
@@ -241,12 +238,7 @@ def plot_pass_at_k_arms(runs: Sequence[RunData], path: Path) -> Path:
             ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], "-o", label=f"{run.run_id} (round {last})")
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_report(lake: Lake, run_ids: Sequence[str], reports_dir: Path) -> tuple[Path, str]:
