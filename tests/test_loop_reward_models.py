@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.loop import iteration_flow
+from flows.loop import iteration_flow, self_improve_flow
 from schemas.config import parse_config
 from schemas.loop import LoopConfig
 from schemas.policy import PRESETS
@@ -40,7 +40,7 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
     prm = random_reward_model(tiny_model_dir, tmp_path / "prm", "prm")
     config = parse_config({
         "run_id": "rm", "lake": str(lake.root), "models_dir": str(tmp_path / "models"),
-        "base_model": str(tiny_model_dir), "rounds": 1,
+        "base_model": str(tiny_model_dir), "rounds": 2, "early_stop": {"enabled": False},
         "generation": {"engine": {"backend": "hf"}, "chunk_size": 8,
                        "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 48, "seed": 0}},
         "scoring": {"step_verifier": False, "reward_models": [
@@ -52,11 +52,12 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
             {"kind": "prm", "name": "prm_trained", "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 0}},
             {"kind": "judge", "method": "elo", "max_tokens": 8, "attempts": 1}]},
         "selection": {"name": "best-by-verifier", "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
-        "finetune": {"epochs": 1, "batch_size": 8, "token_weights": "prl"},
+        "finetune": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-5, "token_weights": "prl"},  # M1 near M0
         "evaluation": {"sampling": {"n": 2, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 2]},
     }, LoopConfig)
-    summary = iteration_flow(config, 0)
-    assert {"label", "judge", "reward_train"} <= set(summary["seconds"])
+    rounds = self_improve_flow(config)["rounds"]
+    summary = rounds[0]
+    assert all({"label", "judge", "reward_train"} <= set(r["seconds"]) for r in rounds)
     card = json.loads((Path(config.models_dir) / "rm" / "iter-1" / "flywheel_card.json").read_text())
     assert card["inputs"]["finetune config"]["token_weights"] == "prl"  # trained with PRL token weights
 
@@ -76,7 +77,8 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
         "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64, "orm_trained": 64, "prm_trained": 64}
     correct = {cid for (cid,) in con.execute(
         "SELECT candidate_id FROM scores WHERE scorer = 'verifier' AND label = 'correct'").fetchall()} & set(train)
-    labels = dict(con.execute("SELECT candidate_id, step_scores FROM scores WHERE scorer = 'math_shepherd'").fetchall())
+    labels = dict(con.execute("SELECT candidate_id, step_scores FROM scores "
+                              "WHERE scorer = 'math_shepherd' AND iteration = 0").fetchall())
     assert correct, "the test model should answer some train prompts right"
     assert set(labels) <= correct  # only answer-correct candidates are rolled out
     # lazily, with enough = 1: a prompt's answer-correct candidates are labelled in sample order up to
@@ -92,9 +94,10 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
         assert any(passing) or len(done) == len(group)
 
     # the policy judged its own answer-correct samples, each prompt's by an ELO tournament
-    judged = {cid for (cid,) in con.execute("SELECT candidate_id FROM scores WHERE scorer = 'judge'").fetchall()}
+    judged = {cid for (cid,) in con.execute(
+        "SELECT candidate_id FROM scores WHERE scorer = 'judge' AND iteration = 0").fetchall()}
     assert judged == correct
-    pairs = con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
+    pairs = con.execute("SELECT count(*) FROM comparisons WHERE iteration = 0").fetchone()[0]
     assert (pairs > 0) == any(len(group) > 1 for group in by_prompt.values())
 
     # the trained reward models: a models row each, from the round's policy, and reused when asked again
@@ -107,6 +110,23 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
     from tasks.rounds.stages import train_reward_models_in_round
     again = train_reward_models_in_round(Round.start(config, 0))
     assert all(model["reused"] for model in again.values())
+
+    # lineage over two rounds: M1 <- M0, M2 <- M1, and each round's reward models from its policy
+    lineage = {(it, json.loads(metrics or "{}").get("scorer")): parent for it, parent, metrics in con.execute(
+        "SELECT iteration, parent_id, metrics FROM models WHERE parent_id IS NOT NULL").fetchall()}
+    m1, m2 = rounds[0]["model_out"], rounds[1]["model_out"]
+    assert rounds[1]["model_in"] == m1
+    assert lineage[(1, "orm_trained")] == lineage[(1, "prm_trained")] == m1
+    assert {parent for (it, scorer), parent in lineage.items() if scorer is None} >= {base_id, m1}
+    assert con.execute("SELECT parent_id FROM models WHERE model_id = ?", [m2]).fetchone()[0] == m1
+
+    # a rerun of the finished round starts no engine, trains nothing and writes nothing
+    from tasks.generation.generate import LazyBackend
+    shards, starts = {t: sorted(lake.shards(t)) for t in ("candidates", "scores", "models", "comparisons", "evals",
+                                                          "selections")}, LazyBackend.starts
+    rerun = iteration_flow(config, 1)
+    assert rerun["model_out"] == m2 and LazyBackend.starts == starts
+    assert {t: sorted(lake.shards(t)) for t in shards} == shards
 
     # rft_mc over the round's own frame keeps only answer-correct samples whose every step reaches
     frame = scored_candidates(lake, 0, split="train")

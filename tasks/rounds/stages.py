@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from schemas import table_spec
 from tasks.evaluation.evaluate import eval_hash, evaluate_model
 from tasks.generation.generate import LazyBackend, generate_for_stage, model_id_for
-from schemas import table_spec
 from tasks.lake.ids import content_hash
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake

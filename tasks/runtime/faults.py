@@ -5,7 +5,8 @@ cleanup, no `finally`, as a power cut or OOM kill would). Unset, every call is a
 
 Points: `write-temp:<table>` (a shard is written and fsynced under its temporary name, not yet
 renamed), `write:<table>` (a shard has just become visible), `finetune-step` (after a training
-step), `save-checkpoint` (the checkpoint is written to its staging folder, not yet renamed).
+step), `reward-train-step` (after a reward model's training step), `save-checkpoint` (the
+checkpoint is written to its staging folder, not yet renamed).
 """
 from __future__ import annotations
 

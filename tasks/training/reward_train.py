@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from tasks.generation.generate import model_id_for
 from tasks.lake import ids
+from tasks.runtime.faults import crash_point
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, encode_candidate, pad_batch
 from tasks.training.finetune import CheckpointConflict, cosine_with_warmup, refuse_other_checkpoint, write_model_card
 
@@ -174,6 +175,7 @@ def fit_reward_model(model: Any, tokenizer: Any, examples: Sequence[RMExample], 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
+        crash_point("reward-train-step")
         losses.append(float(loss.item()))
         if progress is not None:
             progress(step + 1, total_steps, losses[-1])
@@ -190,6 +192,7 @@ def train_reward_model(start_path: str | os.PathLike[str], kind: str, examples: 
 
     Reuses `output` when its card already has the id these inputs hash to.
     """
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -213,14 +216,19 @@ def train_reward_model(start_path: str | os.PathLike[str], kind: str, examples: 
     tokenizer = AutoTokenizer.from_pretrained(start_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the fresh head's "newly initialized weights" notice is expected
-    try:
-        model = loader.from_pretrained(start_path, num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    steps, losses, seconds = fit_reward_model(model, tokenizer, examples, kind, config, step_separator)
+    # The fresh head's initialisation and any dropout draw from torch's global generator: seed it
+    # (in a forked state, leaving the caller's untouched), so the same inputs give the same weights
+    # in any process, as the model id (a hash of the inputs) promises, e.g. after a crash and resume.
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the fresh head's "newly initialized weights" notice is expected
+        try:
+            model = loader.from_pretrained(start_path, num_labels=1)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        steps, losses, seconds = fit_reward_model(model, tokenizer, examples, kind, config, step_separator)
     tail = losses[-max(1, len(losses) // 10):]
     result = RMTrainResult(model_id, str(output.resolve()), len(examples), steps, losses[-1],
                            sum(tail) / len(tail), seconds, reused=False)

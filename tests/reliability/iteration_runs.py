@@ -21,17 +21,22 @@ VOLATILE = {"models": ["created_at", "train_seconds", "metrics", "path"]}
 TABLES = ("candidates", "scores", "selections", "models", "evals")
 
 
-def write_run(folder: Path, base_model: Path, run_id: str = "chaos") -> Path:
-    """A lake with the demo prompts and a config for one small round; returns the config path."""
+def write_run(folder: Path, base_model: Path, run_id: str = "chaos",
+              splits: tuple[int, int, int, int] = (8, 8, 4, 5), n: int = 2, max_tokens: int = 24,
+              reward_models: list[dict] | None = None) -> Path:
+    """A lake with the demo prompts and a config for one small round (optionally with reward
+    models in the round); `splits` is the demo task's (pretrain, train, eval, seed). Returns the
+    config path."""
     lake = Lake(folder / "lake")
     lake.root.mkdir(parents=True)
-    write_prompts(lake, demo_prompt_rows(make_splits(8, 8, 4, seed=5)))
-    sampling = {"n": 2, "temperature": 1.0, "max_tokens": 24, "seed": 0}
+    pretrain, train, held_out, seed = splits
+    write_prompts(lake, demo_prompt_rows(make_splits(pretrain, train, held_out, seed=seed)))
+    sampling = {"n": n, "temperature": 1.0, "max_tokens": max_tokens, "seed": 0}
     config = {
         "run_id": run_id, "lake": str(lake.root), "models_dir": str(folder / "models"),
         "base_model": str(base_model), "rounds": 1, "early_stop": {"enabled": False},
         "generation": {"engine": {"backend": "hf"}, "sampling": sampling, "chunk_size": 4},
-        "scoring": {"chunk_size": 4},
+        "scoring": {"chunk_size": 4, "reward_models": reward_models or []},
         "selection": {"name": "best-by-verifier",
                       "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
         "finetune": {"epochs": 1, "batch_size": 2},

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tasks.lake.sql import connect
 from tests.prefect_stack import running_server
 from tests.reliability.iteration_runs import (
     copy_run, duplicate_keys, lake_of, run_iteration_process, snapshot, start_iteration,
@@ -81,6 +82,27 @@ def crash_then_resume(prepared, server, reference, folder, crash_at: str | None 
     for table, rows in reference.items():
         assert after[table] == rows, f"{table} differs after a crash at {crash_at or kill_after_s}"
     return killed
+
+
+@pytest.fixture(scope="module")
+def prepared_with_reward_model(tmp_path_factory, tiny_model_dir):
+    """A run folder whose round trains an ORM from its own verifier labels."""
+    source = tmp_path_factory.mktemp("rm-source") / "run"
+    write_run(source, tiny_model_dir, run_id="rm-chaos", splits=(20, 16, 4, 11), n=4, max_tokens=48, reward_models=[
+        {"kind": "orm", "name": "orm_trained", "train": {"epochs": 2, "batch_size": 4, "warmup_steps": 0}}])
+    return source
+
+
+def test_kill_during_reward_model_training_then_resume(prepared_with_reward_model, server, tmp_path):
+    config = copy_run(prepared_with_reward_model, tmp_path / "reference")
+    done = run_iteration_process(config, server.env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = snapshot(lake_of(config))
+    trained = connect(lake_of(config)).execute(
+        "SELECT count(*) FROM models WHERE json_extract_string(metrics, '$.kind') = 'orm'").fetchone()[0]
+    assert trained == 1
+    assert crash_then_resume(prepared_with_reward_model, server, reference, tmp_path / "run",
+                             crash_at="reward-train-step:2"), "reward-model training was never reached"
 
 
 @pytest.mark.parametrize("crash_at", STAGE_POINTS)
