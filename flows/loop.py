@@ -144,7 +144,7 @@ def run_round(round_: Round, engines: Engines) -> RoundResult:
     engines.release()  # free the engine's memory before scoring with reward models and training
     if round_.trained_reward_models():
         with timed_stage(result, "reward_train"):
-            train_reward_models_task(round_)
+            result.trained = train_reward_models_task(round_)
     with timed_stage(result, "score"):
         score_stage(round_)
     with timed_stage(result, "select"):

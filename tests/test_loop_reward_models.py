@@ -11,6 +11,7 @@ from flows.loop import iteration_flow, self_improve_flow
 from schemas.config import parse_config
 from schemas.loop import LoopConfig
 from schemas.policy import PRESETS
+from tasks.evaluation.report import load_run, reports_dir_for
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.prompts.demo_task import make_splits
@@ -110,6 +111,14 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
     from tasks.rounds.stages import train_reward_models_in_round
     again = train_reward_models_in_round(Round.start(config, 0))
     assert all(model["reused"] for model in again.values())
+    # the round's summary names them; a card lists the candidates it trained on, and the report
+    # measures the trained PRM on the round's other candidates only
+    assert {k: v["model_id"] for k, v in summary["trained"].items()} == {k: m["model_id"] for k, m in again.items()}
+    prm_card = json.loads((Path(summary["trained"]["prm_trained"]["path"]) / "flywheel_card.json").read_text())
+    assert sorted(prm_card["example_keys"]) == sorted(labels)
+    report_run = load_run(lake, "rm", reports_dir_for(config.lake) / "rm" / "rounds.json")
+    assert report_run.signals[0]["prm_trained"]["measured"] == 64 - len(labels)
+    assert report_run.signals[0]["orm_small"]["measured"] == 64
 
     # lineage over two rounds: M1 <- M0, M2 <- M1, and each round's reward models from its policy
     lineage = {(it, json.loads(metrics or "{}").get("scorer")): parent for it, parent, metrics in con.execute(

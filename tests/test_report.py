@@ -126,3 +126,73 @@ def test_unknown_run_is_named(lake: Lake, tmp_path: Path):
     build_run(lake, "x", {0: [1]})
     with pytest.raises(ValueError, match="run 'nope' has no evals"):
         write_report(lake, ["nope"], tmp_path)
+
+
+def test_reward_model_quality_per_round_hand_computed(lake: Lake, tmp_path: Path):
+    """Within-prompt AUROC and step AUROC on answer-correct candidates, per reward model and round;
+    a PRM the round trained is measured only on the candidates it did not train on."""
+    prompts = {p: dict(prompt_id=ids.prompt_id("t", p), iteration=0, source="t", split="train", problem=p,
+                       reference_answer="0", metadata=None) for p in ("P1", "P2", "P3")}
+    lake.write("prompts", list(prompts.values()), iteration=0)
+    # name: (prompt, answer-correct, step truth, ORM value, trained-PRM steps, Math-Shepherd labels)
+    table = {
+        "c0": ("P1", True, [1, 1], 0.9, [0.1, 0.1], [1.0, 0.5]),
+        "c1": ("P1", True, [1, 0], 0.2, [0.8, 0.4], [0.75, 0.0]),
+        "c2": ("P1", False, [0, 0], 0.5, [0.9, 0.9], None),
+        "c3": ("P1", False, [1, 0], 0.1, [0.3, 0.6], None),
+        "d0": ("P2", True, [1, 1, 0], 0.3, [0.9, 0.2, 0.3], [1.0, 0.0, 0.25]),
+        "d1": ("P2", False, [0, 0, 0], 0.6, [0.5, 0.6, 0.7], None),
+        "e0": ("P3", False, [0], 0.4, [0.5], None),   # a prompt with one outcome only: no within-prompt AUROC
+    }
+    cands, scores, cid_of = [], [], {}
+    for model in ("m0", "other"):   # another model's candidates of the same iteration are not the round's
+        for name, (p, correct, truth, orm, prm, shepherd) in table.items():
+            cid = ids.candidate_id(prompts[p]["prompt_id"], model, "s", int(name[1]))
+            cid_of[(model, name)] = cid
+            cands.append(dict(candidate_id=cid, prompt_id=prompts[p]["prompt_id"], model_id=model, iteration=0,
+                              sampling_hash="s", sample_index=int(name[1]), text="x", steps=["x"] * len(truth),
+                              num_tokens=3, finish_reason="stop", cumulative_logprob=None, token_ids=None,
+                              token_logprobs=None, step_token_ends=None))
+            base = dict(candidate_id=cid, prompt_id=prompts[p]["prompt_id"], iteration=0, scorer_version="1",
+                        extracted_answer=None, detail=None)
+            flip = model == "other"   # the other model's scores would turn every AUROC upside down
+            scores += [{**base, "scorer": "verifier", "value": float(correct),
+                        "label": "correct" if correct else "incorrect", "step_scores": None},
+                       {**base, "scorer": "step_verifier", "value": float(all(truth)), "label": None,
+                        "step_scores": [float(t) for t in truth]},
+                       {**base, "scorer": "orm", "value": -orm if flip else orm, "label": None, "step_scores": None},
+                       {**base, "scorer": "prm", "value": None, "label": None,
+                        "step_scores": [-x if flip else x for x in prm]}]
+            if shepherd:
+                scores.append({**base, "scorer": "math_shepherd", "value": None, "label": None,
+                               "step_scores": shepherd})
+    lake.write("candidates", cands, iteration=0)
+    lake.write("scores", scores, iteration=0)
+    prm_dir = tmp_path / "iter-0-prm"
+    prm_dir.mkdir()
+    (prm_dir / "flywheel_card.json").write_text(json.dumps(
+        {"example_keys": [cid_of[("m0", "c0")], cid_of[("m0", "c2")]]}))
+    build_run(lake, "run-q", {0: [1, 1, 1]})
+    reports = tmp_path / "reports"
+    (reports / "run-q").mkdir(parents=True)
+    (reports / "run-q" / "rounds.json").write_text(json.dumps({
+        "rounds": [{"iteration": 0, "model_in": "m0", "policy_hash": "ph", "candidates": 7, "kept": 0,
+                    "trained": {"prm": {"model_id": "prm-x", "path": str(prm_dir), "examples": 2}}}],
+        "reward_models": {"math_shepherd": "math_shepherd", "orm": "orm", "prm": "prm", "judge": "judge"}}))
+    quality = load_run(lake, "run-q", reports / "run-q" / "rounds.json").signals[0]
+    assert set(quality) == {"math_shepherd", "orm", "prm"}   # a judge ranks by votes, not by a score
+    # ORM, P1: positives c0 .9, c1 .2 vs negatives c2 .5, c3 .1 -> 3 of 4 pairs; P2: .3 vs .6 -> 0
+    assert quality["orm"]["within_prompt_auroc"] == (0.75 + 0.0) / 2 and quality["orm"]["prompts"] == 2
+    assert quality["orm"]["measured"] == 7 and quality["orm"]["trained_on"] == 0
+    # ORM step AUROC: it has no step scores
+    assert quality["orm"]["step_auroc_correct"] is None
+    # PRM, held out c1, c3, d0, d1, e0: P1 min .4 (c1) vs .3 (c3) -> 1; P2 min .2 vs .5 -> 0
+    assert quality["prm"]["within_prompt_auroc"] == 0.5 and quality["prm"]["measured"] == 5
+    assert quality["prm"]["trained_on"] == 2
+    # its steps on held-out answer-correct c1, d0: right .8 .9 .2, wrong .4 .3 -> 4 of 6 pairs
+    assert abs(quality["prm"]["step_auroc_correct"] - 4 / 6) < 1e-12 and quality["prm"]["step_candidates"] == 2
+    # Math-Shepherd labels (answer-correct only): right 1 .5 .75 1 0, wrong 0 .25 -> (8 + 1/2 tie) of 10
+    assert quality["math_shepherd"]["within_prompt_auroc"] is None
+    assert abs(quality["math_shepherd"]["step_auroc_correct"] - 0.85) < 1e-12
+    _, markdown = write_report(lake, ["run-q"], reports)
+    assert "| 0 | prm | prm | 5 (held out; trained on 2) | 0.500 (2) | 0.667 (2) |" in markdown

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tasks.evaluation.metrics import pass_at_k
+from tasks.evaluation.rm_eval import step_auroc, within_prompt_auroc
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 
+SIGNAL_KINDS = ("math_shepherd", "orm", "prm", "prl")  # reward models whose ranking the report measures
 STAGES = ("evaluate", "generate", "label", "judge", "reward_train", "score", "select", "finetune", "evaluate_next")
 
 
@@ -27,6 +29,7 @@ class RunData:
     pass_curves: dict[int, list[float]]  # iteration -> pass@k for k = 1..n
     n: int
     kept_data: dict[int, dict[str, float | int | None]]  # iteration -> purity and extra cost of its round
+    signals: dict[int, dict[str, dict]]  # iteration -> reward model name -> how well it ranked the round
 
 
 def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
@@ -60,8 +63,9 @@ def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
             n = counts[0][1]
             curves[it] = [sum(pass_at_k(n, c, k) for _, _, c in counts) / len(counts) for k in range(1, n + 1)]
     kept_data = {r["iteration"]: round_data(con, r, reward_models) for r in rounds}
+    signals = {r["iteration"]: signal_quality(con, r, reward_models) for r in rounds}
     return RunData(run_id=run_id, rounds=rounds, evals=evals, models=models, pass_curves=curves, n=n,
-                   kept_data=kept_data)
+                   kept_data=kept_data, signals=signals)
 
 
 def round_data(con: Any, round_summary: dict, reward_models: dict[str, str]) -> dict[str, float | int | None]:
@@ -100,6 +104,52 @@ def round_data(con: Any, round_summary: dict, reward_models: dict[str, str]) -> 
         [it, model_in, it, scored]).fetchone()[0]
     return {"kept": kept, "purity": pure / known if known else None, "ms_labelled": labelled,
             "rollouts": rollouts, "judge_votes": votes, "rm_passes": rm_passes}
+
+
+def signal_quality(con: Any, round_summary: dict, reward_models: dict[str, str]) -> dict[str, dict]:
+    """How well each of the run's ranking reward models (`reward_models`: name -> kind; Math-Shepherd
+    labels, ORM, PRM, PRL) ranked one round's train candidates, measured against the verifiers:
+    - within-prompt AUROC against the verifier's outcome (mean over prompts with both outcomes; the
+      ORM's value, the step scorers' minimum step) — does it rank a prompt's samples;
+    - step AUROC on answer-correct candidates against the step verifier's step labels (where it
+      knows) — does it find the wrong step behind a right answer.
+    A reward model the round trained (rounds.json `trained`) is measured only on the candidates it
+    was not trained on (its model card's `example_keys`)."""
+    it, model_in = round_summary["iteration"], round_summary["model_in"]
+    names = [n for n, kind in reward_models.items() if kind in SIGNAL_KINDS]
+    if not names:
+        return {}
+    rows = con.execute(
+        """SELECT c.candidate_id, c.prompt_id, s.scorer, s.value, s.label, s.step_scores
+           FROM (SELECT DISTINCT candidate_id, prompt_id FROM candidates WHERE iteration = ? AND model_id = ?) c
+           JOIN scores s ON s.candidate_id = c.candidate_id AND s.iteration = ?
+           WHERE s.scorer IN (SELECT unnest(?::VARCHAR[]))""",
+        [it, model_in, it, ["verifier", "step_verifier", *names]]).fetchall()
+    by_scorer: dict[str, dict[str, dict]] = {}
+    prompt_of: dict[str, str] = {}
+    for cid, pid, scorer, value, label, steps in rows:
+        by_scorer.setdefault(scorer, {})[cid] = {"value": value, "label": label, "step_scores": steps}
+        prompt_of[cid] = pid
+    verifier, truth = by_scorer.get("verifier", {}), by_scorer.get("step_verifier", {})
+    answer_correct = {cid for cid, row in verifier.items() if row["label"] == "correct"}
+    out = {}
+    for name in names:
+        scores = by_scorer.get(name, {})
+        trained = (round_summary.get("trained") or {}).get(name)
+        seen = set(_training_keys(trained["path"])) if trained else set()
+        candidates = [{"candidate_id": cid, "prompt_id": prompt_of[cid]} for cid in sorted(scores) if cid not in seen]
+        within = within_prompt_auroc(candidates, verifier, scores, None if reward_models[name] == "orm" else "min")
+        steps = step_auroc(candidates, truth, scores, only=answer_correct)
+        out[name] = {"kind": reward_models[name], "measured": len(candidates), "trained_on": len(seen),
+                     "within_prompt_auroc": within["auroc"], "prompts": within["prompts"],
+                     "step_auroc_correct": steps["auroc"], "step_candidates": steps["candidates"]}
+    return out
+
+
+def _training_keys(model_path: str) -> list[str]:
+    """The candidate ids a reward model the loop trained was trained on (its card's example_keys)."""
+    card = Path(model_path) / "flywheel_card.json"
+    return json.loads(card.read_text()).get("example_keys", []) if card.is_file() else []
 
 
 def _pct(value: float | None) -> str:
@@ -143,6 +193,18 @@ def round_table(run: RunData) -> str:
                      f"{_pct(data.get('purity'))} | {_cost(data)} | "
                      + " | ".join(f"{secs[s]:.0f}" if s in secs else "–" for s in STAGES) + " |")
     return "\n".join(lines)
+
+
+def signal_table(run: RunData) -> str:
+    """Markdown: how well each reward model ranked each round's candidates (empty when the run has none)."""
+    lines = ["| round | reward model | kind | measured on | within-prompt AUROC (prompts) | "
+             "step AUROC, answer-correct (candidates) |", "|---|---|---|---|---|---|"]
+    for it in sorted(run.signals):
+        for name, q in run.signals[it].items():
+            where = f"{q['measured']}" + (f" (held out; trained on {q['trained_on']})" if q["trained_on"] else "")
+            lines.append(f"| {it} | {name} | {q['kind']} | {where} | {_number(q['within_prompt_auroc'], 3)} "
+                         f"({q['prompts']}) | {_number(q['step_auroc_correct'], 3)} ({q['step_candidates']}) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def model_table(run: RunData) -> str:
@@ -258,8 +320,10 @@ def write_report(lake: Lake, run_ids: Sequence[str], reports_dir: Path) -> tuple
              "evaluate_next = the model it trained; 0 = already in the lake).", ""]
     for run in runs:
         png = plot_pass_at_k(run, out / f"pass_at_k_{run.run_id}.png")
-        parts += [f"## {run.run_id}", "", "Rounds:", "", round_table(run), "", "Models:", "", model_table(run), "",
-                  f"![pass@k vs k]({png.name})", ""]
+        parts += [f"## {run.run_id}", "", "Rounds:", "", round_table(run), ""]
+        if signals := signal_table(run):
+            parts += ["Reward models (how they ranked the round's train candidates):", "", signals, ""]
+        parts += ["Models:", "", model_table(run), "", f"![pass@k vs k]({png.name})", ""]
     parts += ["## Base vs final", "", comparison_table(runs), "", f"![accuracy vs round]({accuracy_png.name})", "",
               f"![pass@k vs k, final models]({arms_png.name})", ""]
     markdown = "\n".join(parts)

@@ -51,6 +51,7 @@ class RoundResult:
     policy_hash: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     evals: dict[str, dict[str, float]] = field(default_factory=dict)
+    trained: dict[str, dict] = field(default_factory=dict)  # reward model name -> model_id, path, examples
 
 
 def round_model_dir(config: LoopConfig, iteration: int) -> Path:
@@ -233,6 +234,7 @@ def summarise_round(result: RoundResult) -> dict:
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
         "pass@1_in": result.evals[result.model_in.model_id].get("pass@1"),
         "pass@1_out": result.evals[result.model_out.model_id].get("pass@1"),
+        "trained": result.trained,
     }
 
 

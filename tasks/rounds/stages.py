@@ -269,7 +269,8 @@ def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
         result = train_reward_model(start.path, kind, examples, rm_train_config(settings),
                                     round_.reward_model_folder(entry), prefix=entry.name,
                                     step_separator=config.generation.step_separator,
-                                    extra_card={"run_id": config.run_id, "iteration": it, "scorer": entry.name})
+                                    extra_card={"run_id": config.run_id, "iteration": it, "scorer": entry.name,
+                                                "example_keys": [e.key for e in examples]})
         data_hash = content_hash("examples", [(e.key, e.prompt, e.targets) for e in examples])
         if (result.model_id,) not in lake.existing_keys("models", it, ["model_id"]):
             lake.write("models", [{
@@ -282,6 +283,7 @@ def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
         _log().info("%s: %s %s on %d examples, %d steps, loss %.4f", entry.name,
                     "reused" if result.reused else "trained", result.model_id, result.examples, result.steps,
                     result.mean_loss_last_10pct)
-        out[entry.name] = {"model_id": result.model_id, "reused": result.reused, "examples": result.examples}
+        out[entry.name] = {"model_id": result.model_id, "path": result.path, "reused": result.reused,
+                          "examples": result.examples}
     return out
 
