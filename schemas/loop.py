@@ -94,7 +94,7 @@ class NamedScorer(Strict):
 
 class RewardModelTraining(RMTrainStage):
     """Train a reward model each round from that round's own data instead of reading a folder:
-    the ORM on the verifier's labels (balanced), the PRM on Math-Shepherd soft labels. It starts
+    the ORM on the verifier's labels (balanced, or `objective: pairwise`), the PRM on Math-Shepherd labels (`labels: soft | hard`). It starts
     from the round's policy (`policy`) or the run's base model, on at most `max_examples`
     candidates (whole prompt groups, a fixed hash order); reused when the inputs hash the same."""
 
@@ -111,6 +111,8 @@ class _FolderOrTrained(NamedScorer):
         if (self.path is None) == (self.train is None):
             raise ValueError(f"{self.kind} entry {self.name!r} needs exactly one of path (a model folder) "
                              "and train (training settings)")
+        if self.train is not None:
+            self.train.check_for(self.kind)
         return self
 
 

@@ -1,19 +1,35 @@
 """Config of the reward-model flow: train an ORM and a PRM from a policy's samples and measure them."""
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig, Strict
 
 
 class RMTrainStage(Strict):
-    """Optimiser settings of one reward model's training."""
+    """Settings of one reward model's training. `objective` (ORM only): `pointwise`, binary
+    cross-entropy on each sample's outcome (classes balanced), or `pairwise`, a Bradley-Terry loss
+    on every (correct, incorrect) pair of one prompt's samples, which ranks a prompt's samples
+    rather than problems. `labels` (PRM only): `soft`, Math-Shepherd's share of rollouts that reach
+    the reference, or `hard`, 1 when any rollout does (Math-Shepherd's hard estimate)."""
 
     epochs: float = Field(3.0, gt=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
     seed: int = 0
+    objective: Literal["pointwise", "pairwise"] = "pointwise"
+    labels: Literal["soft", "hard"] = "soft"
+
+    def check_for(self, kind: str) -> "RMTrainStage":
+        """Self, or ValueError when a setting does not apply to a reward model of `kind` (orm, prm)."""
+        if kind == "prm" and self.objective != "pointwise":
+            raise ValueError("objective: pairwise applies to an ORM only (a PRM is trained on step labels)")
+        if kind == "orm" and self.labels != "soft":
+            raise ValueError("labels: hard applies to a PRM only (an ORM is trained on the verifier's outcome)")
+        return self
 
 
 class MathShepherdStage(Strict):
@@ -45,3 +61,9 @@ class RewardModelsConfig(Strict):
     prm: RMTrainStage = RMTrainStage()
     prl_eta: float = Field(1.0, gt=0)
     chunk_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _settings_apply(self) -> "RewardModelsConfig":
+        self.orm.check_for("orm")
+        self.prm.check_for("prm")
+        return self

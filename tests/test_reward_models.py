@@ -20,7 +20,8 @@ from tasks.scoring.reward_model import (ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
 from tasks.evaluation.rm_eval import answer_correct_with_wrong_step, best_of_n_values, outcome_auroc, step_auroc, summarise
 from tasks.scoring.score import score_candidates
 from tasks.scoring.step_verify import step_labels
-from tasks.training.reward_train import RMExample, RMTrainConfig, balanced_orm_examples, prm_examples, train_reward_model
+from tasks.training.reward_train import (RMExample, RMTrainConfig, balanced_orm_examples, pairwise_orm_examples,
+                                         prm_examples, train_reward_model)
 
 
 # -- AUROC ----------------------------------------------------------------------------------------
@@ -141,6 +142,74 @@ def test_orm_and_prm_train_and_rank_held_out_candidates(tiny_model_dir: Path, tm
 
     again = train_reward_model(tiny_model_dir, ORM_KIND, orm_examples, config, tmp_path / "orm", prefix="orm")
     assert again.reused and again.model_id == orm.model_id
+
+
+def _paired_candidates(count: int, seed: int) -> list[dict]:
+    """Two candidates per prompt: the worked solution and the same with its first step garbled."""
+    rows = []
+    for c in _demo_candidates(2 * count, seed):
+        index = int(c["candidate_id"].rsplit("-", 1)[1])
+        rows.append({**c, "prompt_id": f"p{seed}-{index // 2}", "sample_index": index % 2})
+    # the garbled copy of each prompt's solution: the same problem as its clean twin
+    for twin, garbled in zip(rows[0::2], rows[1::2]):
+        steps = twin["steps"][:]
+        steps[0] = steps[0].replace("=", "=?")
+        garbled.update(problem=twin["problem"], reference_answer=twin["reference_answer"], steps=steps,
+                       text="\n".join(steps))
+    return rows
+
+
+def test_pairwise_orm_examples_and_hard_prm_labels() -> None:
+    rows = [{"candidate_id": cid, "prompt_id": pid, "text": cid} for cid, pid in
+            (("a2", "p"), ("a1", "p"), ("b", "p"), ("c", "q"), ("d", "r"), ("e", "r"), ("f", "r"))]
+    correct = {"a1": True, "a2": True, "b": False, "c": True, "d": False, "e": True}  # f: no outcome
+    examples = pairwise_orm_examples(rows, correct, {"p": "P", "q": "Q", "r": "R"})
+    # every (correct, incorrect) pair of one prompt, as consecutive examples; q has one outcome only
+    assert [(e.key, e.prompt, e.targets) for e in examples] == [
+        ("a1", "P", (1.0,)), ("b", "P", (0.0,)), ("a2", "P", (1.0,)), ("b", "P", (0.0,)),
+        ("e", "R", (1.0,)), ("d", "R", (0.0,))]
+    with pytest.raises(ValueError, match="none has"):
+        pairwise_orm_examples(rows, {"a1": True, "c": False}, {"p": "P", "q": "Q", "r": "R"})
+    labels = {"a1": [0.75, 0.0, 0.25], "b": [1.0]}
+    assert [e.targets for e in prm_examples(rows, labels, {"p": "P"}, hard=True)] == [(1.0, 0.0, 1.0), (1.0,)]
+    assert [e.targets for e in prm_examples(rows, labels, {"p": "P"})] == [(0.75, 0.0, 0.25), (1.0,)]
+
+
+def test_training_settings_that_do_not_apply_to_the_kind_are_refused() -> None:
+    from schemas.config import ConfigError, parse_config
+    from schemas.loop import LoopConfig
+    from schemas.reward_models import RewardModelsConfig
+
+    def loop(entry: dict) -> LoopConfig:
+        return parse_config({"run_id": "r", "scoring": {"reward_models": [{"kind": "math_shepherd"}, entry]}},
+                            LoopConfig)
+
+    assert loop({"kind": "orm", "train": {"objective": "pairwise"}}).scoring.reward_models[1].train.objective == "pairwise"
+    assert loop({"kind": "prm", "train": {"labels": "hard"}}).scoring.reward_models[1].train.labels == "hard"
+    with pytest.raises(ConfigError, match="objective: pairwise applies to an ORM only"):
+        loop({"kind": "prm", "train": {"objective": "pairwise"}})
+    with pytest.raises(ConfigError, match="labels: hard applies to a PRM only"):
+        loop({"kind": "orm", "train": {"labels": "hard"}})
+    with pytest.raises(ConfigError, match="labels: hard applies to a PRM only"):
+        parse_config({"orm": {"labels": "hard"}}, RewardModelsConfig)
+    with pytest.raises(ConfigError, match="objective"):
+        parse_config({"orm": {"objective": "listwise"}}, RewardModelsConfig)
+
+
+@pytest.mark.slow
+def test_a_pairwise_orm_ranks_the_samples_of_a_prompt(tiny_model_dir: Path, tmp_path: Path) -> None:
+    train, held_out = _paired_candidates(128, seed=3), _paired_candidates(32, seed=4)
+    prompts = {c["prompt_id"]: f"Q: {c['problem']}\n" for c in train + held_out}
+    correct = {c["candidate_id"]: c["sample_index"] == 0 for c in train}
+    examples = pairwise_orm_examples(train, correct, prompts)
+    assert len(examples) == 2 * 128
+    config = RMTrainConfig(max_steps=40, batch_size=16, learning_rate=3e-3, warmup_steps=5, objective="pairwise")
+    orm = train_reward_model(tiny_model_dir, ORM_KIND, examples, config, tmp_path / "orm", prefix="orm")
+    values = {r["candidate_id"]: r["value"] for r in ORMScorer(orm.path).score(held_out)}
+    wins = [values[a["candidate_id"]] > values[b["candidate_id"]] for a, b in zip(held_out[0::2], held_out[1::2])]
+    assert sum(wins) / len(wins) > 0.9   # the clean solution above its garbled twin
+    with pytest.raises(ValueError, match="pairs"):
+        train_reward_model(tiny_model_dir, PRM_KIND, examples, config, tmp_path / "bad", prefix="prm")
 
 
 def test_reward_model_training_bad_input(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from tasks.scoring.reward_model import ORM_KIND, PRM_KIND
 from tasks.scoring.score import load_candidates, prompt_chunks, score_candidates
 from tasks.selection.select import policy_hash, select
 from tasks.training.finetune import finetune_on_selection
-from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, prompt_texts,
-                                         rm_train_config, train_reward_model)
+from tasks.training.reward_train import (labelling_subset, prompt_texts, reward_model_examples, rm_train_config,
+                                         train_reward_model)
 
 
 def _log() -> Any:
@@ -242,7 +242,7 @@ def judge_in_round(round_: Round, engine: LazyBackend) -> dict | None:
 
 def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
     """Train (or reuse) the round's `train:` reward models from its own data: the ORM on the
-    verifier's labels (balanced), the PRM on Math-Shepherd soft labels; a `models` row each
+    verifier's labels (balanced, or pairs within a prompt), the PRM on Math-Shepherd labels (soft or hard); a `models` row each
     (parent: the start model, selection_hash: the training data's hash, metrics: kind and scorer)."""
     config, lake, it = round_.config, round_.lake, round_.iteration
     candidates, outcomes = verified_candidates(round_)
@@ -255,14 +255,14 @@ def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
             if entry.kind == "orm":
                 subset = labelling_subset([c for c in candidates if c["candidate_id"] in outcomes],
                                           settings.max_examples)
-                examples = balanced_orm_examples(subset, outcomes, prompts, settings.seed)
+                examples = reward_model_examples(kind, settings, subset, prompts, outcomes=outcomes)
             else:
                 labels = {cid: steps for cid, steps in connect(lake).execute(
                     "SELECT candidate_id, step_scores FROM scores WHERE iteration = ? AND scorer = ?",
                     [it, round_.math_shepherd().name]).fetchall()}
                 subset = labelling_subset([c for c in candidates if labels.get(c["candidate_id"])],
                                           settings.max_examples)
-                examples = prm_examples(subset, labels, prompts)
+                examples = reward_model_examples(kind, settings, subset, prompts, step_labels=labels)
         except ValueError as error:
             raise ValueError(f"round {it}: cannot train {entry.name}: {error}") from None
         start = round_.model_in if settings.start == "policy" else model_for_round(config, 0)

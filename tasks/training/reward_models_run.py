@@ -25,8 +25,8 @@ from tasks.runtime.logs import run_logger
 from tasks.scoring.math_shepherd import MathShepherdScorer
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, ORMScorer, PRMScorer
 from tasks.scoring.score import PRLScorer, StepVerifierScorer, VerifierScorer, load_candidates, score_candidates
-from tasks.training.reward_train import (balanced_orm_examples, labelling_subset, prm_examples, prompt_texts,
-                                         rm_train_config, train_reward_model)
+from tasks.training.reward_train import (labelling_subset, prompt_texts, reward_model_examples, rm_train_config,
+                                         train_reward_model)
 
 BENCHMARK = "demo-arith"
 
@@ -111,8 +111,9 @@ def train_reward_models(run: RewardModelsRun) -> dict[str, dict]:
     out_dir = Path(config.models_dir) / config.run_id
     results = {}
     for name, kind, examples, stage in (
-            ("orm", ORM_KIND, balanced_orm_examples(train, correct, prompts, config.orm.seed), config.orm),
-            ("prm", PRM_KIND, prm_examples(train, labels, prompts), config.prm)):
+            ("orm", ORM_KIND, reward_model_examples(ORM_KIND, config.orm, train, prompts, outcomes=correct), config.orm),
+            ("prm", PRM_KIND, reward_model_examples(PRM_KIND, config.prm, train, prompts, step_labels=labels),
+             config.prm)):
         result = train_reward_model(config.base_model, kind, examples, rm_train_config(stage), out_dir / name,
                                     prefix=name, extra_card={"policy_id": policy_id, "run_id": config.run_id})
         _log().info("%s: %s %s on %d examples, %d steps, loss %.4f, %.1f s", name,

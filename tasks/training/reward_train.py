@@ -2,9 +2,12 @@
 
 - ORM: a one-label sequence classifier trained with binary cross-entropy on verified candidates,
   correct (1) vs incorrect (0), balanced by down-sampling the larger class. A domain with no
-  verifier at inference time can then still filter by the ORM.
+  verifier at inference time can then still filter by the ORM. With the `pairwise` objective it
+  is trained instead on every (correct, incorrect) pair of one prompt's samples with the
+  Bradley-Terry loss -log sigmoid(r_correct - r_incorrect): only the order within a prompt counts.
 - PRM: a one-label token classifier trained with binary cross-entropy on soft step labels
-  (Math-Shepherd), read at each step's last token.
+  (Math-Shepherd), read at each step's last token; with `hard` labels, 1 where any rollout
+  reached the reference and 0 where none did.
 
 Both start from a causal-LM folder (for the demo, the policy's own base model: it already reads the
 task) with a fresh one-unit head, and train with AdamW, warm-up and cosine decay, like finetuning.
@@ -56,8 +59,11 @@ class RMTrainConfig:
     max_steps: int | None = None
     seed: int = 0
     device: str = "auto"
+    objective: str = "pointwise"  # ORM: "pairwise" trains on consecutive (better, worse) example pairs
 
     def __post_init__(self) -> None:
+        if self.objective not in ("pointwise", "pairwise"):
+            raise ValueError(f"objective must be pointwise or pairwise, got {self.objective!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -102,15 +108,37 @@ def balanced_orm_examples(candidates: Sequence[dict], correct: dict[str, bool], 
                       (1.0 if correct[c["candidate_id"]] else 0.0,)) for c in chosen]
 
 
+def pairwise_orm_examples(candidates: Sequence[dict], correct: dict[str, bool],
+                          prompts: dict[str, str]) -> list[RMExample]:
+    """ORM examples for the pairwise objective: every (correct, incorrect) pair of one prompt's
+    candidates, flattened as consecutive (correct, incorrect) examples, in candidate-id order."""
+    by_prompt: dict[str, tuple[list[dict], list[dict]]] = {}
+    for c in sorted(candidates, key=lambda c: c["candidate_id"]):
+        outcome = correct.get(c["candidate_id"])
+        if outcome is not None:
+            by_prompt.setdefault(c["prompt_id"], ([], []))[0 if outcome else 1].append(c)
+    examples = []
+    for prompt_id in sorted(by_prompt):
+        right, wrong = by_prompt[prompt_id]
+        for a in right:
+            for b in wrong:
+                examples += [RMExample(c["candidate_id"], prompts[prompt_id], c["text"], (target,))
+                             for c, target in ((a, 1.0), (b, 0.0))]
+    if not examples:
+        raise ValueError("a pairwise ORM needs a prompt with both a correct and an incorrect candidate; none has")
+    return examples
+
+
 def prm_examples(candidates: Sequence[dict], step_labels: dict[str, Sequence[float]],
-                 prompts: dict[str, str]) -> list[RMExample]:
-    """PRM examples: candidates with step labels (e.g. Math-Shepherd soft labels), at least one step."""
+                 prompts: dict[str, str], hard: bool = False) -> list[RMExample]:
+    """PRM examples: candidates with step labels (e.g. Math-Shepherd soft labels), at least one step;
+    with `hard`, each label becomes 1.0 when above 0, else 0.0."""
     examples = []
     for c in sorted(candidates, key=lambda c: c["candidate_id"]):
         labels = step_labels.get(c["candidate_id"])
         if labels:
             examples.append(RMExample(c["candidate_id"], prompts[c["prompt_id"]], c["text"],
-                                      tuple(float(x) for x in labels)))
+                                      tuple(float(x > 0) if hard else float(x) for x in labels)))
     if not examples:
         raise ValueError("a PRM needs candidates with step labels; none have any")
     return examples
@@ -142,10 +170,15 @@ def fit_reward_model(model: Any, tokenizer: Any, examples: Sequence[RMExample], 
     torch.manual_seed(config.seed)
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+    pairwise = config.objective == "pairwise"
+    if pairwise and (kind != ORM_KIND or len(examples) % 2):
+        raise ValueError("the pairwise objective trains an ORM on (better, worse) example pairs")
     model.to(device).train()
     encoded = _encode(tokenizer, examples, kind, getattr(model.config, "max_position_embeddings", None),
                       step_separator)
-    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    units = len(encoded) // 2 if pairwise else len(encoded)  # what an epoch and a batch count
+    per_batch = max(1, config.batch_size // 2) if pairwise else config.batch_size
+    steps_per_epoch = math.ceil(units / per_batch)
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay, betas=(0.9, 0.95))
@@ -156,20 +189,26 @@ def fit_reward_model(model: Any, tokenizer: Any, examples: Sequence[RMExample], 
     order: list[int] = []
     started = time.perf_counter()
     for step in range(total_steps):
-        if len(order) < config.batch_size:
-            order += torch.randperm(len(encoded), generator=generator).tolist()
-        batch, order = order[: config.batch_size], order[config.batch_size:]
+        if len(order) < per_batch:
+            order += torch.randperm(units, generator=generator).tolist()
+        batch, order = order[:per_batch], order[per_batch:]
+        if pairwise:  # pair p is examples 2p (better) and 2p + 1 (worse)
+            batch = [i for p in batch for i in (2 * p, 2 * p + 1)]
         input_ids, attention = pad_batch([encoded[i][0] for i in batch], tokenizer.pad_token_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-        if kind == ORM_KIND:
-            predicted = logits[:, 0]
-            targets = torch.tensor([examples[i].targets[0] for i in batch], device=device)
+        if pairwise:
+            rewards = logits[:, 0]
+            loss = F.softplus(rewards[1::2] - rewards[0::2]).mean()  # -log sigmoid(r_better - r_worse)
         else:
-            rows = torch.tensor([r for r, i in enumerate(batch) for _ in encoded[i][1]], device=device)
-            cols = torch.tensor([e for i in batch for e in encoded[i][1]], device=device)
-            predicted = logits[rows, cols, 0]
-            targets = torch.tensor([t for i in batch for t in examples[i].targets], device=device)
-        loss = F.binary_cross_entropy_with_logits(predicted, targets)
+            if kind == ORM_KIND:
+                predicted = logits[:, 0]
+                targets = torch.tensor([examples[i].targets[0] for i in batch], device=device)
+            else:
+                rows = torch.tensor([r for r, i in enumerate(batch) for _ in encoded[i][1]], device=device)
+                cols = torch.tensor([e for i in batch for e in encoded[i][1]], device=device)
+                predicted = logits[rows, cols, 0]
+                targets = torch.tensor([t for i in batch for t in examples[i].targets], device=device)
+            loss = F.binary_cross_entropy_with_logits(predicted, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -271,7 +310,19 @@ def labelling_subset(candidates: list[dict], limit: int | None) -> list[dict]:
 def rm_train_config(stage: Any) -> RMTrainConfig:
     """The RMTrainConfig of a config's training settings (`schemas.reward_models.RMTrainStage`)."""
     return RMTrainConfig(epochs=stage.epochs, batch_size=stage.batch_size, learning_rate=stage.learning_rate,
-                         warmup_steps=stage.warmup_steps, seed=stage.seed)
+                         warmup_steps=stage.warmup_steps, seed=stage.seed, objective=stage.objective)
+
+
+def reward_model_examples(kind: str, stage: Any, candidates: Sequence[dict], prompts: dict[str, str],
+                          outcomes: dict[str, bool] | None = None,
+                          step_labels: dict[str, Sequence[float]] | None = None) -> list[RMExample]:
+    """The training examples of an ORM (from verifier `outcomes`) or a PRM (from Math-Shepherd
+    `step_labels`) under a config's training settings (`stage`: its objective and labels)."""
+    if kind == ORM_KIND:
+        if stage.objective == "pairwise":
+            return pairwise_orm_examples(candidates, outcomes or {}, prompts)
+        return balanced_orm_examples(candidates, outcomes or {}, prompts, stage.seed)
+    return prm_examples(candidates, step_labels or {}, prompts, hard=stage.labels == "hard")
 
 
 def prompt_texts(fmt: Any, base_model: str, candidates: Sequence[dict]) -> dict[str, str]:
