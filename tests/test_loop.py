@@ -17,7 +17,8 @@ from tasks.prompts.demo_task import make_splits
 from tasks.prompts.sources import demo_prompt_rows, write_prompts
 
 
-def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, backend: str = "vllm") -> LoopConfig:
+def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, backend: str = "vllm",
+                 reward_models: list[dict] | None = None) -> LoopConfig:
     lake = Lake(tmp / "lake")
     lake.root.mkdir(parents=True, exist_ok=True)
     write_prompts(lake, demo_prompt_rows(make_splits(50, 24, 12, seed=11)))
@@ -27,6 +28,7 @@ def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, back
         "generation": {"engine": {"backend": backend},
                        "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 48, "seed": 0},
                        "chunk_size": 8},
+        "scoring": {"reward_models": reward_models or []},
         # the briefly trained test model is rarely right: keep each prompt's best sample by the
         # verifier (ties to the lower sample index) so every round has data to finetune on
         "selection": {"name": "best-by-verifier",
@@ -43,11 +45,26 @@ def table_counts(lake: Lake) -> dict[str, int]:
 
 
 def test_two_rounds_through_prefect_then_a_rerun_does_nothing(prefect_harness, tiny_model_dir, tmp_path):
-    config = small_config(tmp_path, tiny_model_dir)
+    # the policy also judges its samples (all of them: the test model is rarely right), on vLLM
+    config = small_config(tmp_path, tiny_model_dir, reward_models=[
+        {"kind": "judge", "candidates": "all", "max_tokens": 8, "attempts": 1}])
+    starts = LazyBackend.starts
     summary = self_improve_flow(config)
     assert [r["iteration"] for r in summary["rounds"]] == [0, 1]
+    # three engines: M0 (round 0), M1 (its evaluation and round 1), M2; the judge starts none of its own
+    assert LazyBackend.starts - starts == 3
     lake = Lake(config.lake)
     con = connect(lake)
+    # each round's policy judged each train prompt's 4 samples in a knockout (3 matches, 1 vote each)
+    # and ranked every one of them
+    train = dict(con.sql("SELECT c.iteration, count(DISTINCT c.prompt_id) FROM candidates c JOIN prompts p "
+                         "USING (prompt_id) WHERE p.split = 'train' GROUP BY 1").fetchall())
+    judged = con.sql("SELECT iteration, split_part(judge_version, '+', 1), count(*), count(DISTINCT prompt_id) "
+                     "FROM comparisons GROUP BY ALL ORDER BY 1").fetchall()
+    assert judged == [(it, summary["rounds"][it]["model_in"], 3 * train[it], train[it]) for it in (0, 1)]
+    ranked = con.sql("SELECT iteration, count(DISTINCT candidate_id) FROM scores WHERE scorer = 'judge' "
+                     "GROUP BY 1 ORDER BY 1").fetchall()
+    assert ranked == [(it, 4 * train[it]) for it in (0, 1)]
     models = con.sql("SELECT iteration, model_id, parent_id FROM models ORDER BY iteration").fetchall()
     # bootstrap was not run here, so lineage rows are the two finetuned checkpoints plus their parents
     assert [m[0] for m in models] == [1, 2]
