@@ -7,7 +7,9 @@ on the first half's candidates, with the same number of steps, and is measured o
     (ORM: its value; PRM: its lowest step) against the verifier's outcome;
   - step AUROC on answer-correct candidates against the demo's step verifier (PRM only).
 Beside them, the round's own Math-Shepherd labels on the same held-out candidates (the signal the
-PRM learns from, without a model). Only final answers and Math-Shepherd labels train anything; the
+PRM learns from, without a model). Under each PRM: the purity (share with every step right) of the
+held-out answer-correct samples whose every label is above 0 (the demo's selection), and of as
+many ranked first by the PRM's lowest step. Only final answers and Math-Shepherd labels train anything; the
 step verifier only measures.
 
 Variants: ORM pointwise (balanced BCE) vs pairwise (Bradley-Terry within a prompt); PRM soft vs
@@ -121,6 +123,20 @@ def relabel(config: LoopConfig, policy_path: str, policy_id: str, held_out: list
         backend.close()
 
 
+def purity_at_label_yield(held_out: list[dict], scores: dict[str, dict[str, dict]], rows: dict[str, dict]) -> str:
+    """Of the held-out answer-correct candidates with Math-Shepherd labels: the share with every step
+    right among those whose every label is above 0 (the demo's selection), and among as many
+    ranked first by `rows`' lowest step; as text."""
+    verifier, truth, labels = scores["verifier"], scores["step_verifier"], scores.get("math_shepherd", {})
+    ids = [c["candidate_id"] for c in held_out
+           if verifier[c["candidate_id"]]["label"] == "correct" and labels.get(c["candidate_id"])
+           and (rows.get(c["candidate_id"]) or {}).get("step_scores")]
+    kept = [i for i in ids if all(x > 0 for x in labels[i]["step_scores"])]
+    ranked = sorted(ids, key=lambda i: (-min(rows[i]["step_scores"]), i))[:len(kept)]
+    pure = lambda chosen: sum(truth[i]["value"] == 1.0 for i in chosen) / len(chosen) if chosen else float("nan")  # noqa: E731
+    return f"purity of {len(kept)} of {len(ids)} answer-correct: labels > 0 {pure(kept):.3f}, top by it {pure(ranked):.3f}"
+
+
 def fmt(x: float | None, ci: tuple[float, float] | None = None) -> str:
     """A figure with its interval, or – ."""
     if x is None:
@@ -186,6 +202,8 @@ def main() -> None:
             rows = {r["candidate_id"]: r for r in scorer.score(held_out)}
             q = measure(held_out, scores, rows, kind)
             print(row(it, name, str(len(examples)), q, f"{time.perf_counter() - started:.0f}"), flush=True)
+            if kind == PRM_KIND:
+                print(f"{'':5s} | {'':26s} | {purity_at_label_yield(held_out, scores, rows)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -94,9 +94,10 @@ class NamedScorer(Strict):
 
 class RewardModelTraining(RMTrainStage):
     """Train a reward model each round from that round's own data instead of reading a folder:
-    the ORM on the verifier's labels (balanced, or `objective: pairwise`), the PRM on Math-Shepherd labels (`labels: soft | hard`). It starts
-    from the round's policy (`policy`) or the run's base model, on at most `max_examples`
-    candidates (whole prompt groups, a fixed hash order); reused when the inputs hash the same."""
+    the ORM on the verifier's labels (balanced, or `objective: pairwise`), the PRM on Math-Shepherd
+    labels (`labels: soft | hard`). It starts from the round's policy (`policy`) or the run's base
+    model, on at most `max_examples` candidates (whole prompt groups, a fixed hash order); reused
+    when the inputs hash the same."""
 
     start: Literal["policy", "base"] = "policy"
     max_examples: int | None = Field(2000, ge=1)

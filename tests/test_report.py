@@ -196,3 +196,7 @@ def test_reward_model_quality_per_round_hand_computed(lake: Lake, tmp_path: Path
     assert abs(quality["math_shepherd"]["step_auroc_correct"] - 0.85) < 1e-12
     _, markdown = write_report(lake, ["run-q"], reports)
     assert "| 0 | prm | prm | 5 (held out; trained on 2) | 0.500 (2) | 0.667 (2) |" in markdown
+    # a card that does not list its training candidates: measured on all, and said so
+    (prm_dir / "flywheel_card.json").write_text(json.dumps({"model_id": "prm-x"}))
+    _, markdown = write_report(lake, ["run-q"], reports)
+    assert "| 0 | prm | prm | 7 (including its training data) |" in markdown

@@ -114,7 +114,8 @@ def signal_quality(con: Any, round_summary: dict, reward_models: dict[str, str])
     - step AUROC on answer-correct candidates against the step verifier's step labels (where it
       knows) — does it find the wrong step behind a right answer.
     A reward model the round trained (rounds.json `trained`) is measured only on the candidates it
-    was not trained on (its model card's `example_keys`)."""
+    was not trained on (its model card's `example_keys`; `trained_on` None: the card does not say,
+    and the figures include its training data)."""
     it, model_in = round_summary["iteration"], round_summary["model_in"]
     names = [n for n, kind in reward_models.items() if kind in SIGNAL_KINDS]
     if not names:
@@ -136,20 +137,23 @@ def signal_quality(con: Any, round_summary: dict, reward_models: dict[str, str])
     for name in names:
         scores = by_scorer.get(name, {})
         trained = (round_summary.get("trained") or {}).get(name)
-        seen = set(_training_keys(trained["path"])) if trained else set()
+        keys = _training_keys(trained["path"]) if trained else []
+        seen = set(keys or ())
         candidates = [{"candidate_id": cid, "prompt_id": prompt_of[cid]} for cid in sorted(scores) if cid not in seen]
         within = within_prompt_auroc(candidates, verifier, scores, None if reward_models[name] == "orm" else "min")
         steps = step_auroc(candidates, truth, scores, only=answer_correct)
-        out[name] = {"kind": reward_models[name], "measured": len(candidates), "trained_on": len(seen),
+        out[name] = {"kind": reward_models[name], "measured": len(candidates),
+                     "trained_on": None if keys is None else len(seen),
                      "within_prompt_auroc": within["auroc"], "prompts": within["prompts"],
                      "step_auroc_correct": steps["auroc"], "step_candidates": steps["candidates"]}
     return out
 
 
-def _training_keys(model_path: str) -> list[str]:
-    """The candidate ids a reward model the loop trained was trained on (its card's example_keys)."""
+def _training_keys(model_path: str) -> list[str] | None:
+    """The candidate ids a reward model the loop trained was trained on (its card's example_keys;
+    None when the card does not list them)."""
     card = Path(model_path) / "flywheel_card.json"
-    return json.loads(card.read_text()).get("example_keys", []) if card.is_file() else []
+    return json.loads(card.read_text()).get("example_keys") if card.is_file() else None
 
 
 def _pct(value: float | None) -> str:
@@ -201,7 +205,8 @@ def signal_table(run: RunData) -> str:
              "step AUROC, answer-correct (candidates) |", "|---|---|---|---|---|---|"]
     for it in sorted(run.signals):
         for name, q in run.signals[it].items():
-            where = f"{q['measured']}" + (f" (held out; trained on {q['trained_on']})" if q["trained_on"] else "")
+            where = f"{q['measured']}" + (" (including its training data)" if q["trained_on"] is None else
+                                          f" (held out; trained on {q['trained_on']})" if q["trained_on"] else "")
             lines.append(f"| {it} | {name} | {q['kind']} | {where} | {_number(q['within_prompt_auroc'], 3)} "
                          f"({q['prompts']}) | {_number(q['step_auroc_correct'], 3)} ({q['step_candidates']}) |")
     return "\n".join(lines) if len(lines) > 2 else ""

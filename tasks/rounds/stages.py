@@ -242,8 +242,9 @@ def judge_in_round(round_: Round, engine: LazyBackend) -> dict | None:
 
 def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
     """Train (or reuse) the round's `train:` reward models from its own data: the ORM on the
-    verifier's labels (balanced, or pairs within a prompt), the PRM on Math-Shepherd labels (soft or hard); a `models` row each
-    (parent: the start model, selection_hash: the training data's hash, metrics: kind and scorer)."""
+    verifier's labels (balanced, or pairs within a prompt), the PRM on Math-Shepherd labels (soft or
+    hard); a `models` row each (parent: the start model, selection_hash: the training data's hash,
+    metrics: kind and scorer), the candidates it trained on in its card (`example_keys`)."""
     config, lake, it = round_.config, round_.lake, round_.iteration
     candidates, outcomes = verified_candidates(round_)
     prompts = prompt_texts(config.generation.format, config.base_model, candidates)
@@ -270,7 +271,7 @@ def train_reward_models_in_round(round_: Round) -> dict[str, dict]:
                                     round_.reward_model_folder(entry), prefix=entry.name,
                                     step_separator=config.generation.step_separator,
                                     extra_card={"run_id": config.run_id, "iteration": it, "scorer": entry.name,
-                                                "example_keys": [e.key for e in examples]})
+                                                "example_keys": sorted({e.key for e in examples})})
         data_hash = content_hash("examples", [(e.key, e.prompt, e.targets) for e in examples])
         if (result.model_id,) not in lake.existing_keys("models", it, ["model_id"]):
             lake.write("models", [{
