@@ -133,8 +133,12 @@ def purity_at_label_yield(held_out: list[dict], scores: dict[str, dict[str, dict
            and (rows.get(c["candidate_id"]) or {}).get("step_scores")]
     kept = [i for i in ids if all(x > 0 for x in labels[i]["step_scores"])]
     ranked = sorted(ids, key=lambda i: (-min(rows[i]["step_scores"]), i))[:len(kept)]
-    pure = lambda chosen: sum(truth[i]["value"] == 1.0 for i in chosen) / len(chosen) if chosen else float("nan")  # noqa: E731
-    return f"purity of {len(kept)} of {len(ids)} answer-correct: labels > 0 {pure(kept):.3f}, top by it {pure(ranked):.3f}"
+
+    def pure(chosen: list[str]) -> float:
+        return sum(truth[i]["value"] == 1.0 for i in chosen) / len(chosen) if chosen else float("nan")
+
+    return (f"purity of {len(kept)} of {len(ids)} answer-correct: labels > 0 {pure(kept):.3f}, "
+            f"top by it {pure(ranked):.3f}")
 
 
 def fmt(x: float | None, ci: tuple[float, float] | None = None) -> str:
@@ -184,10 +188,12 @@ def main() -> None:
             started = time.perf_counter()
             q = measure(held_out, scores, relabel(config, policy.path, policy.model_id, held_out, scores, k), PRM_KIND)
             print(row(it, f"Math-Shepherd labels ({k})", "–", q, f"{time.perf_counter() - started:.0f}"), flush=True)
-        variants = [] if args.skip_variants else [(ORM_KIND, "pointwise", "soft", "policy"), (ORM_KIND, "pairwise", "soft", "policy"),
+        variants = [(ORM_KIND, "pointwise", "soft", "policy"), (ORM_KIND, "pairwise", "soft", "policy"),
                     (PRM_KIND, "pointwise", "soft", "policy"), (PRM_KIND, "pointwise", "hard", "policy")]
-        if it > 0 and variants:
+        if it > 0:  # from the base model too, where the policy is not the base model
             variants += [(ORM_KIND, "pairwise", "soft", "base"), (PRM_KIND, "pointwise", "soft", "base")]
+        if args.skip_variants:
+            variants = []
         for kind, objective, label_kind, start in variants:
             stage = RMTrainStage(objective=objective, labels=label_kind)
             examples = reward_model_examples(kind, stage, train, prompts, outcomes=outcomes, step_labels=labels)

@@ -184,8 +184,9 @@ def test_training_settings_that_do_not_apply_to_the_kind_are_refused() -> None:
         return parse_config({"run_id": "r", "scoring": {"reward_models": [{"kind": "math_shepherd"}, entry]}},
                             LoopConfig)
 
-    assert loop({"kind": "orm", "train": {"objective": "pairwise"}}).scoring.reward_models[1].train.objective == "pairwise"
-    assert loop({"kind": "prm", "train": {"labels": "hard"}}).scoring.reward_models[1].train.labels == "hard"
+    orm = loop({"kind": "orm", "train": {"objective": "pairwise"}}).scoring.reward_models[1]
+    prm = loop({"kind": "prm", "train": {"labels": "hard"}}).scoring.reward_models[1]
+    assert (orm.train.objective, prm.train.labels) == ("pairwise", "hard")
     with pytest.raises(ConfigError, match="objective: pairwise applies to an ORM only"):
         loop({"kind": "prm", "train": {"objective": "pairwise"}})
     with pytest.raises(ConfigError, match="labels: hard applies to a PRM only"):
