@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,15 @@ class PrefectStack:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as response:
             return json.loads(response.read() or b"null")
+
+    def poll(self, path: str, body: dict | None = None) -> object | None:
+        """`request`, but None when the server is too busy to answer in time (a loaded CI machine):
+        for wait loops that ask again until their own deadline."""
+        try:
+            return self.request(path, body)
+        except (TimeoutError, urllib.error.URLError) as error:
+            print(f"prefect server did not answer {path} ({error}); asking again")
+            return None
 
     def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

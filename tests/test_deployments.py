@@ -66,8 +66,8 @@ def test_manual_deployment_runs_one_iteration_through_a_worker(stack, tiny_model
     one = deployment(stack, "one-iteration")
     deadline, state = time.monotonic() + 600, None
     while time.monotonic() < deadline:
-        runs = stack.request("/flow_runs/filter", {"deployments": {"id": {"any_": [one["id"]]}}})
-        state = runs[0]["state_type"] if runs else None
+        runs = stack.poll("/flow_runs/filter", {"deployments": {"id": {"any_": [one["id"]]}}})
+        state = runs[0]["state_type"] if runs else state
         if state in TERMINAL:
             break
         time.sleep(3)
@@ -96,8 +96,8 @@ def test_cron_deployment_has_scheduled_runs(stack):
     assert nightly["enforce_parameter_schema"] is True
     deadline, runs = time.monotonic() + 60, []
     while time.monotonic() < deadline and not runs:
-        runs = stack.request("/flow_runs/filter", {"deployments": {"id": {"any_": [nightly["id"]]}},
-                                                   "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+        runs = stack.poll("/flow_runs/filter", {"deployments": {"id": {"any_": [nightly["id"]]}},
+                                                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}) or []
         time.sleep(2)
     assert runs, "the scheduler created no runs for the cron deployment"
     assert all(r["parameters"] == {"config_path": "configs/demo.yaml"} for r in runs)
