@@ -54,9 +54,26 @@ class EngineConfig(Strict):
     max_model_len: int | None = Field(None, ge=1)
     max_num_seqs: int | None = Field(None, ge=1)
     enforce_eager: bool | None = None
+    # vLLM's engine core in this process (True) or in its own (False, vLLM's default); None: in
+    # this process on the CPU, where spawning it re-imports torch and vLLM (engine start ~3 s
+    # instead of ~25 s), its own process on a GPU. Several GPUs (tensor parallel) need False.
+    in_process: bool | None = None
     tensor_parallel_size: int = Field(1, ge=1)
     hf_batch_size: int = Field(256, ge=1)
     base_url: str | None = None  # openai backend: e.g. http://127.0.0.1:8000/v1
     api_model: str | None = None  # openai backend: the served model name
     request_timeout_s: float = Field(600.0, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)  # passed to vllm.LLM as keyword arguments
+
+    @model_validator(mode="after")
+    def _one_process_one_device(self) -> "EngineConfig":
+        if self.in_process and self.tensor_parallel_size > 1:
+            raise ValueError(f"in_process: true runs one engine process, but tensor_parallel_size is "
+                             f"{self.tensor_parallel_size}: set in_process: false")
+        return self
+
+    def engine_in_process(self, on_gpu: bool) -> bool:
+        """Whether vLLM's engine core runs in the calling process (see `in_process`)."""
+        if self.in_process is not None:
+            return self.in_process
+        return not on_gpu and self.tensor_parallel_size == 1

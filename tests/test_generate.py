@@ -1,6 +1,7 @@
 """Generation: vLLM (the real engine, once per session), HF, and the stage's resume logic."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,45 @@ def test_vllm_writes_exactly_n_per_prompt_with_stable_ids(vllm_backend, tiny_mod
     assert abs(sum(row["token_logprobs"]) - row["cumulative_logprob"]) < 1e-3
     assert row["finish_reason"] in ("stop", "length")
     assert len(row["step_token_ends"]) == len(row["steps"])
+
+
+def engine_processes() -> list[str]:
+    import psutil
+
+    names = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "VLLM" in child.name() and child.status() != psutil.STATUS_ZOMBIE:
+                names.append(child.name())
+        except psutil.NoSuchProcess:
+            pass
+    return names
+
+
+def test_engine_in_this_process_samples_what_its_own_process_does(vllm_backend, tiny_model_dir):
+    from tasks.generation.generate import VLLMBackend
+
+    prompts = [p["problem"] for p in demo_prompts(6)]
+    sampling = SamplingConfig(n=3, temperature=1.0, max_tokens=32, seed=5)
+    seeds = list(range(40, 46))
+    assert EngineConfig().engine_in_process(on_gpu=False) and not EngineConfig().engine_in_process(on_gpu=True)
+    assert engine_processes() == []  # the session's engine (the CPU default) runs in this process
+    in_process = vllm_backend.generate(prompts, sampling, seeds)
+    own = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm", in_process=False))
+    try:
+        assert any("EngineCore" in name for name in engine_processes())
+        apart = own.generate(prompts, sampling, seeds)
+    finally:
+        own.close()
+    deadline = time.monotonic() + 30
+    while engine_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert engine_processes() == []  # closing it stopped its processes
+    assert [[c.token_ids for c in group] for group in in_process] == [[c.token_ids for c in group] for group in apart]
+    assert [c.cumulative_logprob for group in in_process for c in group] == pytest.approx(
+        [c.cumulative_logprob for group in apart for c in group])
+    with pytest.raises(ValueError, match="in_process: true runs one engine process"):
+        EngineConfig(in_process=True, tensor_parallel_size=2)
 
 
 def test_rerun_after_partial_run_generates_only_missing_chunks(vllm_backend, tiny_model_dir, lake):

@@ -201,6 +201,17 @@ def _cuda_available() -> bool:
         return False
 
 
+def _set_engine_process(in_process: bool) -> None:
+    """Tell vLLM whether the next engine's core runs in this process or in one of its own."""
+    from vllm import envs
+
+    # An in-process engine freezes vLLM's environment settings when it starts; thaw them so that
+    # this engine's settings apply.
+    if hasattr(envs, "disable_envs_cache"):
+        envs.disable_envs_cache()
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+
+
 class VLLMBackend:
     """vLLM's offline engine over a local model folder."""
 
@@ -232,6 +243,7 @@ class VLLMBackend:
             # fails on the CPU ("CPU Generator does not use offset"): prefill each prompt whole.
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(engine.extra)
+        _set_engine_process(engine.engine_in_process(on_gpu))
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -281,6 +293,7 @@ class VLLMBackend:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         del self.llm
+        gc.unfreeze()  # an in-process engine froze the heap it started with, itself included
         gc.collect()
         if _cuda_available():
             import torch

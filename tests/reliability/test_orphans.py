@@ -342,6 +342,7 @@ def test_a_round_killed_while_its_engine_is_up_leaves_nothing_behind(tmp_path, t
     config = write_run(tmp_path / "run", tiny_model_dir, run_id="orphans")
     settings = yaml.safe_load(config.read_text())
     settings["generation"]["engine"]["backend"] = "vllm"
+    settings["generation"]["engine"]["in_process"] = False  # vLLM's own processes, as on a GPU
     config.write_text(yaml.safe_dump(settings))
     mark = uuid.uuid4().hex
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API_")}
