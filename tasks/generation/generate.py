@@ -212,6 +212,29 @@ def _set_engine_process(in_process: bool) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
 
 
+# vLLM keeps an engine's parallel groups in module globals, and closing an engine destroys them:
+# of the engines alive at one time in a process, only one may run in it. This is that one.
+_IN_PROCESS_LOCK = threading.Lock()
+_in_process_engine: "weakref.ref[VLLMBackend] | None" = None
+
+
+def _claim_in_process_engine(backend: "VLLMBackend") -> bool:
+    """Make `backend` this process's in-process engine; False when another one is still open."""
+    global _in_process_engine
+    with _IN_PROCESS_LOCK:
+        if _in_process_engine is not None and _in_process_engine() is not None:
+            return False  # claimed and neither closed nor garbage-collected
+        _in_process_engine = weakref.ref(backend)
+        return True
+
+
+def _release_in_process_engine(backend: "VLLMBackend") -> None:
+    global _in_process_engine
+    with _IN_PROCESS_LOCK:
+        if _in_process_engine is not None and _in_process_engine() is backend:
+            _in_process_engine = None
+
+
 class VLLMBackend:
     """vLLM's offline engine over a local model folder."""
 
@@ -243,14 +266,31 @@ class VLLMBackend:
             # fails on the CPU ("CPU Generator does not use offset"): prefill each prompt whole.
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(engine.extra)
-        _set_engine_process(engine.engine_in_process(on_gpu))
+        in_process = engine.engine_in_process(on_gpu)
+        if in_process and not _claim_in_process_engine(self):
+            logger.info("another vLLM engine runs in this process: this one starts in a process of its own")
+            in_process = False
+        self.in_process = in_process
+        _set_engine_process(in_process)
+        import torch
+
+        set_num_threads = torch.set_num_threads
         started = time.perf_counter()
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except BaseException:
+            _release_in_process_engine(self)
+            raise
+        if in_process:
+            # vLLM's CPU worker replaces torch.set_num_threads with a no-op, to keep the threads it
+            # binds in a process of its own; in this process it binds none, and finetuning after
+            # it sets its own thread count.
+            torch.set_num_threads = set_num_threads
         self.tokenizer = self.llm.get_tokenizer()
         model_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
         self.context = getattr(model_config, "max_model_len", None) or context_length(model_path, engine)
-        logger.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - started,
-                    "GPU" if on_gpu else "CPU")
+        logger.info("vLLM engine started in %.1f s (%s, %s)", time.perf_counter() - started,
+                    "GPU" if on_gpu else "CPU", "in this process" if in_process else "in its own process")
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
                  seeds: Sequence[int]) -> list[list[Completion]]:
@@ -293,6 +333,7 @@ class VLLMBackend:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         del self.llm
+        _release_in_process_engine(self)
         gc.unfreeze()  # an in-process engine froze the heap it started with, itself included
         gc.collect()
         if _cuda_available():
