@@ -210,6 +210,45 @@ def test_one_engine_runs_in_this_process_at_a_time_and_all_sample_alike(vllm_bac
         [c.cumulative_logprob for group in apart for c in group])
 
 
+def test_an_in_process_engine_samples_from_any_thread_whatever_its_thread_count(tiny_model_dir):
+    """Its CPU kernels must run with the thread count the engine started with (a mismatch aborts
+    the step: "Check failed: input->metadata->thread_num == thread_num"); Prefect calls the
+    engine from task threads that start with the process default."""
+    import threading
+
+    import torch
+
+    from tasks.generation.generate import VLLMBackend
+
+    default = torch.get_num_threads()
+    prompts = [p["problem"] for p in demo_prompts(4)]
+    sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=24, seed=3)
+    torch.set_num_threads(1)
+    try:
+        backend = VLLMBackend(tiny_model_dir, EngineConfig(backend="vllm"))
+        try:
+            assert backend.in_process
+            outputs, counts = [], []
+
+            def sample() -> None:  # a fresh thread: torch has not set its OpenMP thread count yet
+                outputs.append(backend.generate(prompts, sampling, [1, 2, 3, 4]))
+                counts.append(torch.get_num_threads())
+
+            worker = threading.Thread(target=sample, daemon=True)
+            worker.start()
+            worker.join(timeout=120)
+            assert not worker.is_alive(), "sampling from another thread hung"
+            torch.set_num_threads(default)
+            outputs.append(backend.generate(prompts, sampling, [1, 2, 3, 4]))
+        finally:
+            backend.close()
+    finally:
+        torch.set_num_threads(default)
+    assert len(outputs) == 2 and all(len(group) == 2 for group in outputs[0])
+    assert [[c.token_ids for c in g] for g in outputs[0]] == [[c.token_ids for c in g] for g in outputs[1]]
+    assert counts == [1]  # the calling thread's count is torch's (1 here) after the call too
+
+
 def test_rerun_after_partial_run_generates_only_missing_chunks(vllm_backend, tiny_model_dir, lake):
     prompts = demo_prompts(9)
     sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=32, seed=1)

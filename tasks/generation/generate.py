@@ -17,9 +17,10 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from schemas import table_spec
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
@@ -275,6 +276,9 @@ class VLLMBackend:
         import torch
 
         set_num_threads = torch.set_num_threads
+        # An in-process engine's CPU kernels must run with the thread count they started with,
+        # whichever thread calls them (Prefect runs tasks on threads of their own).
+        self.threads = torch.get_num_threads() if in_process else None
         started = time.perf_counter()
         try:
             self.llm = LLM(**kwargs)
@@ -303,7 +307,8 @@ class VLLMBackend:
                            logprobs=1 if sampling.logprobs else None)
             for seed in seeds
         ]
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=progress_enabled())
+        with self._engine_threads():
+            outputs = self.llm.generate(list(prompts), params, use_tqdm=progress_enabled())
         results = []
         for output in outputs:
             completions = []
@@ -323,6 +328,21 @@ class VLLMBackend:
     def prompt_limits(self) -> tuple[Any, int] | None:
         """The engine's tokenizer and context length."""
         return (self.tokenizer, self.context) if self.context else None
+
+    @contextmanager
+    def _engine_threads(self) -> Iterator[None]:
+        """The calling thread's torch thread count as the in-process engine started with, then back."""
+        if self.threads is None:
+            yield
+            return
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before finetuning)."""
