@@ -202,9 +202,10 @@ def test_one_engine_runs_in_this_process_at_a_time_and_all_sample_alike(vllm_bac
         by_third = third.generate(prompts, sampling, seeds)
     finally:
         third.close()
-    assert vllm_backend.generate(prompts, sampling, seeds) is not None  # the session's engine still works
+    after_all = vllm_backend.generate(prompts, sampling, seeds)  # the session's engine still works
 
-    tokens = [[[c.token_ids for c in group] for group in out] for out in (apart, by_first, by_second, by_third)]
+    tokens = [[[c.token_ids for c in group] for group in out]
+              for out in (apart, by_first, by_second, by_third, after_all)]
     assert all(t == tokens[0] for t in tokens)
     assert [c.cumulative_logprob for group in by_first for c in group] == pytest.approx(
         [c.cumulative_logprob for group in apart for c in group])
