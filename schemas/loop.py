@@ -179,8 +179,17 @@ class JudgeScorerConfig(NamedScorer, JudgeSettings):
     candidates: Literal["answer_correct", "all"] = "answer_correct"
 
 
+class ConfidenceScorerConfig(NamedScorer):
+    """The policy's confidence in its own sample: the mean log-probability of the tokens it drew,
+    per step and over the completion (`tasks/scoring/confidence.py`). Needs no model pass: the
+    engine returned the log-probabilities with the samples."""
+
+    kind: Literal["confidence"] = "confidence"
+    name: str = ScorerName
+
+
 RewardScorer = Annotated[Union[OrmScorerConfig, PrmScorerConfig, PrlScorerConfig, MathShepherdConfig,
-                               JudgeScorerConfig],
+                               JudgeScorerConfig, ConfidenceScorerConfig],
                          Field(discriminator="kind")]
 
 

@@ -1,11 +1,13 @@
 """Reward models as loop stages, on a real round through Prefect: Math-Shepherd labels rolled out by
 the round's engine (answer-correct candidates, lazily), PRL, and an ORM and a PRM from folders
 (tiny random models of those shapes, built here), each under its configured name; the policy as
-pairwise judge of its answer-correct samples; finetuning with PRL token weights."""
+pairwise judge of its answer-correct samples; the policy's confidence; finetuning with PRL token weights."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from flows.loop import iteration_flow, self_improve_flow
 from schemas.config import parse_config
@@ -51,7 +53,8 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
             {"kind": "prm", "path": str(prm)},
             {"kind": "orm", "name": "orm_trained", "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 0}},
             {"kind": "prm", "name": "prm_trained", "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 0}},
-            {"kind": "judge", "method": "elo", "max_tokens": 8, "attempts": 1}]},
+            {"kind": "judge", "method": "elo", "max_tokens": 8, "attempts": 1},
+            {"kind": "confidence"}]},
         "selection": {"name": "best-by-verifier", "steps": [{"kind": "top_k", "k": 1, "score": {"scorer": "verifier"}}]},
         "finetune": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-5, "token_weights": "prl"},  # M1 near M0
         "evaluation": {"sampling": {"n": 2, "temperature": 1.0, "max_tokens": 48, "seed": 5}, "ks": [1, 2]},
@@ -75,7 +78,12 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
                                "AND candidate_id IN (SELECT unnest(?::VARCHAR[]))", [list(train)]).fetchone()[0]
     assert 0 < with_outcome
     assert {k: v for k, v in scored.items() if k not in ("math_shepherd", "judge")} == {
-        "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64, "orm_trained": 64, "prm_trained": 64}
+        "verifier": 64, "prl": with_outcome, "orm_small": 64, "prm": 64, "orm_trained": 64, "prm_trained": 64,
+        "confidence": 64}
+    # the policy's confidence: the mean of the log-probabilities the engine returned with each sample
+    confidence = con.execute("SELECT c.token_logprobs, s.value FROM scores s JOIN candidates c USING (candidate_id) "
+                             "WHERE s.scorer = 'confidence' AND s.iteration = 0").fetchall()
+    assert all(lps and value == pytest.approx(sum(lps) / len(lps)) for lps, value in confidence)
     correct = {cid for (cid,) in con.execute(
         "SELECT candidate_id FROM scores WHERE scorer = 'verifier' AND label = 'correct'").fetchall()} & set(train)
     labels = dict(con.execute("SELECT candidate_id, step_scores FROM scores "
@@ -119,6 +127,7 @@ def test_a_round_scores_with_math_shepherd_prl_and_reward_model_folders(prefect_
     report_run = load_run(lake, "rm", reports_dir_for(config.lake) / "rm" / "rounds.json")
     assert report_run.signals[0]["prm_trained"]["measured"] == 64 - len(labels)
     assert report_run.signals[0]["orm_small"]["measured"] == 64
+    assert report_run.signals[0]["confidence"]["measured"] == 64
 
     # lineage over two rounds: M1 <- M0, M2 <- M1, and each round's reward models from its policy
     lineage = {(it, json.loads(metrics or "{}").get("scorer")): parent for it, parent, metrics in con.execute(

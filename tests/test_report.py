@@ -129,7 +129,7 @@ def test_unknown_run_is_named(lake: Lake, tmp_path: Path):
 
 
 def test_reward_model_quality_per_round_hand_computed(lake: Lake, tmp_path: Path):
-    """Within-prompt AUROC and step AUROC on answer-correct candidates, per reward model and round;
+    """Within-prompt AUROC, and step and purity AUROC on answer-correct candidates, per reward model and round;
     a PRM the round trained is measured only on the candidates it did not train on."""
     prompts = {p: dict(prompt_id=ids.prompt_id("t", p), iteration=0, source="t", split="train", problem=p,
                        reference_answer="0", metadata=None) for p in ("P1", "P2", "P3")}
@@ -194,8 +194,14 @@ def test_reward_model_quality_per_round_hand_computed(lake: Lake, tmp_path: Path
     # Math-Shepherd labels (answer-correct only): right 1 .5 .75 1 0, wrong 0 .25 -> (8 + 1/2 tie) of 10
     assert quality["math_shepherd"]["within_prompt_auroc"] is None
     assert abs(quality["math_shepherd"]["step_auroc_correct"] - 0.85) < 1e-12
+    # purity AUROC over answer-correct c0 (every step right), c1, d0 (a wrong step): ORM .9 vs .2, .3
+    # -> 2 of 2 pairs; Math-Shepherd min 0.5 vs 0, 0 -> 2 of 2; the PRM's held-out c1, d0 are both
+    # unclean -> none
+    assert (quality["orm"]["purity_auroc"], quality["orm"]["purity_candidates"]) == (1.0, 3)
+    assert (quality["math_shepherd"]["purity_auroc"], quality["math_shepherd"]["purity_candidates"]) == (1.0, 3)
+    assert (quality["prm"]["purity_auroc"], quality["prm"]["purity_candidates"]) == (None, 2)
     _, markdown = write_report(lake, ["run-q"], reports)
-    assert "| 0 | prm | prm | 5 (held out; trained on 2) | 0.500 (2) | 0.667 (2) |" in markdown
+    assert "| 0 | prm | prm | 5 (held out; trained on 2) | 0.500 (2) | 0.667 (2) | – (2) |" in markdown
     # a card that does not list its training candidates: measured on all, and said so
     (prm_dir / "flywheel_card.json").write_text(json.dumps({"model_id": "prm-x"}))
     _, markdown = write_report(lake, ["run-q"], reports)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tasks.evaluation.metrics import pass_at_k
-from tasks.evaluation.rm_eval import step_auroc, within_prompt_auroc
+from tasks.evaluation.rm_eval import purity_auroc, step_auroc, within_prompt_auroc
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 
-SIGNAL_KINDS = ("math_shepherd", "orm", "prm", "prl")  # reward models whose ranking the report measures
+SIGNAL_KINDS = ("math_shepherd", "orm", "prm", "prl", "confidence")  # reward models whose ranking the report measures
 STAGES = ("evaluate", "generate", "label", "judge", "reward_train", "score", "select", "finetune", "evaluate_next")
 
 
@@ -112,7 +112,9 @@ def signal_quality(con: Any, round_summary: dict, reward_models: dict[str, str])
     - within-prompt AUROC against the verifier's outcome (mean over prompts with both outcomes; the
       ORM's value, the step scorers' minimum step) — does it rank a prompt's samples;
     - step AUROC on answer-correct candidates against the step verifier's step labels (where it
-      knows) — does it find the wrong step behind a right answer.
+      knows) — does it find the wrong step behind a right answer;
+    - purity AUROC on answer-correct candidates: the same number against every step being right —
+      does it tell the clean right answers from the others, which is what a selection needs.
     A reward model the round trained (rounds.json `trained`) is measured only on the candidates it
     was not trained on (its model card's `example_keys`; `trained_on` None: the card does not say,
     and the figures include its training data)."""
@@ -140,12 +142,15 @@ def signal_quality(con: Any, round_summary: dict, reward_models: dict[str, str])
         keys = _training_keys(trained["path"]) if trained else []
         seen = set(keys or ())
         candidates = [{"candidate_id": cid, "prompt_id": prompt_of[cid]} for cid in sorted(scores) if cid not in seen]
-        within = within_prompt_auroc(candidates, verifier, scores, None if reward_models[name] == "orm" else "min")
+        aggregate = None if reward_models[name] in ("orm", "confidence") else "min"
+        within = within_prompt_auroc(candidates, verifier, scores, aggregate)
         steps = step_auroc(candidates, truth, scores, only=answer_correct)
+        clean = purity_auroc(candidates, truth, scores, answer_correct, aggregate)
         out[name] = {"kind": reward_models[name], "measured": len(candidates),
                      "trained_on": None if keys is None else len(seen),
                      "within_prompt_auroc": within["auroc"], "prompts": within["prompts"],
-                     "step_auroc_correct": steps["auroc"], "step_candidates": steps["candidates"]}
+                     "step_auroc_correct": steps["auroc"], "step_candidates": steps["candidates"],
+                     "purity_auroc": clean["auroc"], "purity_candidates": clean["candidates"]}
     return out
 
 
@@ -202,13 +207,15 @@ def round_table(run: RunData) -> str:
 def signal_table(run: RunData) -> str:
     """Markdown: how well each reward model ranked each round's candidates (empty when the run has none)."""
     lines = ["| round | reward model | kind | measured on | within-prompt AUROC (prompts) | "
-             "step AUROC, answer-correct (candidates) |", "|---|---|---|---|---|---|"]
+             "step AUROC, answer-correct (candidates) | purity AUROC, answer-correct (candidates) |",
+             "|---|---|---|---|---|---|---|"]
     for it in sorted(run.signals):
         for name, q in run.signals[it].items():
             where = f"{q['measured']}" + (" (including its training data)" if q["trained_on"] is None else
                                           f" (held out; trained on {q['trained_on']})" if q["trained_on"] else "")
             lines.append(f"| {it} | {name} | {q['kind']} | {where} | {_number(q['within_prompt_auroc'], 3)} "
-                         f"({q['prompts']}) | {_number(q['step_auroc_correct'], 3)} ({q['step_candidates']}) |")
+                         f"({q['prompts']}) | {_number(q['step_auroc_correct'], 3)} ({q['step_candidates']}) | "
+                         f"{_number(q['purity_auroc'], 3)} ({q['purity_candidates']}) |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

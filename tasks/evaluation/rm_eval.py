@@ -8,7 +8,8 @@
   the oracle ceiling (pass@n);
 - step-level AUROC of per-step scores (PRM, PRL, Math-Shepherd labels) against the process-level
   rule verifier's true step labels, over every step, and over the steps of answer-correct samples
-  only (where a wrong step is hidden behind a right answer).
+  only (where a wrong step is hidden behind a right answer);
+- purity AUROC: a sample's score against every step being right, over answer-correct samples.
 """
 from __future__ import annotations
 
@@ -62,6 +63,27 @@ def within_prompt_auroc(candidates: Sequence[dict], verifier: Mapping[str, dict]
     per_prompt = [auroc(values, labels) for values, labels in groups.values() if any(labels) and not all(labels)]
     return {"auroc": sum(per_prompt) / len(per_prompt) if per_prompt else None, "prompts": len(per_prompt),
             "prompts_scored": len(groups)}
+
+
+def purity_auroc(candidates: Sequence[dict], truth: Mapping[str, dict], scores: Mapping[str, dict],
+                 only: set[str], aggregate: str | None = None) -> dict:
+    """AUROC of a sample's number (its `value`, or with `aggregate` its step scores aggregated)
+    against every step being right (the step verifier's value 1), over the candidates in `only`
+    (the answer-correct ones): whether a scorer tells the clean right answers from those behind a
+    wrong step, which is what selecting among answer-correct samples needs."""
+    values, labels = [], []
+    for c in candidates:
+        cid = c["candidate_id"]
+        score, true = scores.get(cid), truth.get(cid)
+        if cid not in only or score is None or true is None or true["value"] is None:
+            continue
+        number = score["value"] if aggregate is None else (
+            aggregate_steps(score["step_scores"], aggregate) if score["step_scores"] else None)
+        if number is None:
+            continue
+        values.append(float(number))
+        labels.append(true["value"] == 1.0)
+    return {"auroc": _safe_auroc(values, labels), "candidates": len(values), "clean": sum(labels)}
 
 
 def step_auroc(candidates: Sequence[dict], truth: Mapping[str, dict], scores: Mapping[str, dict],

@@ -24,6 +24,7 @@ from tasks.lake.store import Lake
 from tasks.prompts.sources import split_prompts
 from tasks.runtime.errors import StageFailed
 from tasks.runtime.logs import run_logger
+from tasks.scoring.confidence import ConfidenceScorer
 from tasks.scoring.math_shepherd import MathShepherdScorer
 from tasks.scoring.public_prm import StepTagPRMScorer, TwoClassPRMScorer
 from tasks.scoring.reward_model import ORMScorer, PRMScorer
@@ -117,7 +118,8 @@ class Round:
 
     def scorers(self) -> list[Any]:
         """The scorers every train candidate of the round gets, in order: the rule scorers, then
-        PRL (it reads the verifier's rows) and the reward models from folders. Math-Shepherd
+        PRL (it reads the verifier's rows), the reward models from folders and the policy's
+        confidence. Math-Shepherd
         labels are not among them: they need the engine (`labeller`)."""
         scoring, fmt = self.config.scoring, self.config.generation.format
         separator = self.config.generation.step_separator
@@ -130,6 +132,8 @@ class Round:
                                          name=entry.name))
             elif entry.kind in ("orm", "prm"):
                 scorers.append(reward_model_scorer(entry, fmt, separator, self.reward_model_folder(entry)))
+            elif entry.kind == "confidence":
+                scorers.append(ConfidenceScorer(entry.name))
         return scorers
 
     def reward_model_folder(self, entry: OrmScorerConfig | PrmScorerConfig) -> str:

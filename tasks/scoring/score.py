@@ -18,6 +18,7 @@ named by its id):
   separator;
 - math_shepherd (`tasks.scoring.math_shepherd`): the rollout policy's id, the rollout sampling, prompt
   format, step separator and the verifier's mode, extractors and timeout;
+- confidence (`tasks.scoring.confidence`): nothing (the log-probabilities are the candidate's own);
 - prl (`tasks.scoring.prl.prl_version`): the reference model's id, the prompt format, eta and the version
   of the verifier rows its outcome rewards come from;
 - the judge stage writes its own rows (`tasks.scoring.judge_stage`).
@@ -44,6 +45,7 @@ from tasks.lake import ids
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.runtime.progress import progress_bar
+from tasks.scoring.confidence import ConfidenceScorer
 from tasks.scoring.reward_model import ORMScorer, PRMScorer
 from tasks.scoring.scorer import CANDIDATE_COLUMNS, score_row
 from tasks.scoring.step_verify import all_steps_correct, step_labels
@@ -246,6 +248,7 @@ SCORERS: dict[str, Callable[..., Any]] = {
     "prl": PRLScorer,
     "orm": ORMScorer,
     "prm": PRMScorer,
+    "confidence": ConfidenceScorer,
 }
 
 
