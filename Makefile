@@ -36,8 +36,9 @@ setup-gpu:
 FW := $(VENV)/bin/flywheel
 
 # The main job on the embedded default: bootstrap the tiny model and demo prompts, three rounds
-# keeping answer-correct samples whose Math-Shepherd step labels (from final answers only) are all
-# above 0, the same budget with answer-only rejection sampling (rft), the report.
+# keeping answer-correct samples the policy drew confidently (mean log-probability of its own tokens
+# at least -0.2; final answers only, no step oracle), the same budget with answer-only rejection
+# sampling (rft), the report.
 demo: setup
 	$(FW) demo
 	@echo "try:"

@@ -1,7 +1,7 @@
 """Which trained reward model ranks a round's own samples best? Variants side by side on one round.
 
 For each chosen round of a finished loop run (its config, lake and rounds.json; default the demo's
-arm), the round's train prompts are split in two halves by a hash of their id. Every variant trains
+Math-Shepherd arm, `flywheel demo --all-arms`), the round's train prompts are split in two halves by a hash of their id. Every variant trains
 on the first half's candidates, with the same number of steps, and is measured on the second half:
   - within-prompt AUROC: the mean over prompts with both outcomes of the AUROC of the model's score
     (ORM: its value; PRM: its lowest step) against the verifier's outcome;
@@ -18,7 +18,7 @@ With --rollouts K, the held-out answer-correct candidates are also labelled agai
 per step by the round's policy (its vLLM engine; the loop's first rollouts are among them, sample i
 being seeded seed + i): more rollouts on fewer samples.
 
-Usage: python bench/reward_model_variants.py [--config configs/demo.yaml] [--rounds 0 2]
+Usage: python bench/reward_model_variants.py [--config configs/demo-mc.yaml] [--rounds 0 2]
                                              [--max-steps 150] [--work /tmp/rm-variants] [--rollouts 16]
 Prints one row per round and variant; nothing is written to the lake.
 """
@@ -156,7 +156,7 @@ def row(it: int, name: str, examples: str, q: dict, seconds: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--config", default="configs/demo-mc.yaml")
     parser.add_argument("--rounds", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--max-steps", type=int, default=150)
     parser.add_argument("--work", default="/tmp/rm-variants")

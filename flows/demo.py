@@ -1,9 +1,10 @@
 """The demo as one flow: bootstrap, the loop under each demo arm's config, and the comparison report.
 
-The default arms need no step oracle: `configs/demo.yaml` selects by answer correctness plus
-Math-Shepherd labels learned from final answers only; `configs/demo-answer-only.yaml` is plain
-rejection-sampling finetuning on the same budget. `--all-arms` adds the ceiling (the synthetic
-task's step verifier selecting), the pairwise judge and PRL-weighted finetuning."""
+The default arms need no step oracle: `configs/demo.yaml` selects by answer correctness plus the
+policy's confidence in its own tokens; `configs/demo-answer-only.yaml` is plain rejection-sampling
+finetuning on the same budget. `--all-arms` adds the ceiling (the synthetic task's step verifier
+selecting), Math-Shepherd labels learned from final answers, the pairwise judge and PRL-weighted
+finetuning."""
 from __future__ import annotations
 
 import time
@@ -18,13 +19,13 @@ from schemas.config import load_config
 from schemas.loop import LoopConfig
 
 DEMO_CONFIGS = ("configs/demo.yaml", "configs/demo-answer-only.yaml")
-EXTRA_ARMS = ("configs/demo-oracle.yaml", "configs/demo-judge.yaml", "configs/demo-prl.yaml")
+EXTRA_ARMS = ("configs/demo-oracle.yaml", "configs/demo-mc.yaml", "configs/demo-judge.yaml", "configs/demo-prl.yaml")
 
 
 @flow(name="flywheel-demo", log_prints=True)
 def demo_flow(config_paths: list[str] | None = None, lake_root: str | None = None, all_arms: bool = False) -> dict:
     """Bootstrap the embedded default, run each loop config (default: the demo's two arms; with
-    `all_arms`, the three more), and report them side by side."""
+    `all_arms`, the four more), and report them side by side."""
     started = time.perf_counter()
     paths = list(config_paths or DEMO_CONFIGS) + (list(EXTRA_ARMS) if all_arms else [])
     configs = [load_config(p, LoopConfig) for p in paths]

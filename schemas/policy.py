@@ -341,10 +341,10 @@ PRESETS: dict[str, SelectionPolicy] = {
             steps=[KeepCorrect(), Dedup(mode="normalised"), TopK(score=ScoreRef(scorer="judge"), k=4)],
         ),
         # answer-correct and drawn without a slip: the policy's mean log-probability of its own
-        # tokens at least -0.15 (per token, e^-0.15 = 0.86 on average)
+        # tokens at least -0.2 (per token, e^-0.2 = 0.82 on average)
         SelectionPolicy(
             name="rft_conf",
-            steps=[KeepCorrect(), Threshold(score=ScoreRef(scorer="confidence"), min=-0.15)],
+            steps=[KeepCorrect(), Threshold(score=ScoreRef(scorer="confidence"), min=-0.2)],
         ),
         # answer-correct, weighted by PRL's process value (clipped to [0, 2], mean 1 over the kept set)
         SelectionPolicy(

@@ -130,7 +130,7 @@ def test_shipped_configs_are_valid():
     from schemas.config import load_config
     from schemas.loop import LoopConfig
     from tests.conftest import PROJECT_ROOT
-    for name in ("demo.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml"):
+    for name in ("demo.yaml", "demo-mc.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml"):
         config = load_config(PROJECT_ROOT / "configs" / name, LoopConfig)
         assert config.rounds >= 1
 
@@ -148,13 +148,15 @@ def test_demo_arms_differ_only_in_their_selection_signal():
     assert len(shared) == 1
     assert len({c.run_id for c in configs.values()}) == len(configs)
     policies = {path: c.selection.name for path, c in configs.items()}
-    assert policies == {"configs/demo.yaml": "correct_mc", "configs/demo-answer-only.yaml": "rft",
-                        "configs/demo-oracle.yaml": "all_steps_correct", "configs/demo-judge.yaml": "rft_judge",
+    assert policies == {"configs/demo.yaml": "rft_conf", "configs/demo-answer-only.yaml": "rft",
+                        "configs/demo-oracle.yaml": "all_steps_correct", "configs/demo-mc.yaml": "correct_mc",
+                        "configs/demo-judge.yaml": "rft_judge",
                         "configs/demo-prl.yaml": "prl_weighted"}
-    for path in DEMO_CONFIGS:
+    for path in DEMO_CONFIGS + ("configs/demo-mc.yaml",):
         steps = [step.kind for step in configs[path].selection.steps]
         assert "keep_all_steps_correct" not in steps, path
-    assert "steps_above" in [step.kind for step in configs["configs/demo.yaml"].selection.steps]
+    assert [r.kind for r in configs["configs/demo.yaml"].scoring.reward_models] == ["confidence"]
+    assert "steps_above" in [step.kind for step in configs["configs/demo-mc.yaml"].selection.steps]
 
 
 def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_path):

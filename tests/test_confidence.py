@@ -73,7 +73,7 @@ def test_rft_conf_keeps_answer_correct_samples_drawn_without_a_slip():
     rows = [dict(candidate_id=f"k{i}", prompt_id="p" if i < 4 else "q", iteration=0, sample_index=i % 4,
                  verifier__label=label, confidence__value=conf)
             for i, (label, conf) in enumerate([
-                ("correct", -0.05), ("correct", -0.15), ("correct", -0.151), ("incorrect", -0.01),
+                ("correct", -0.05), ("correct", -0.2), ("correct", -0.201), ("incorrect", -0.01),
                 ("correct", None), ("unparseable", -0.02), ("correct", -0.30), ("correct", -0.10)])]
     kept = [r["candidate_id"] for r in apply_policy(rows, PRESETS["rft_conf"])]
     assert kept == ["k0", "k1", "k7"]
