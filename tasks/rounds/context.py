@@ -119,8 +119,7 @@ class Round:
     def scorers(self) -> list[Any]:
         """The scorers every train candidate of the round gets, in order: the rule scorers, then
         PRL (it reads the verifier's rows), the reward models from folders and the policy's
-        confidence. Math-Shepherd
-        labels are not among them: they need the engine (`labeller`)."""
+        confidence. Math-Shepherd labels are not among them: they need the engine (`labeller`)."""
         scoring, fmt = self.config.scoring, self.config.generation.format
         separator = self.config.generation.step_separator
         scorers = self.rule_scorers()

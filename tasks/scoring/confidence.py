@@ -16,8 +16,10 @@ answer is right and that the policy drew without a slip. On the demo's base poli
 answer-correct samples with every step right above those with a wrong step at AUROC 0.91, where
 Math-Shepherd labels from 4 rollouts reached 0.71 (README, "What `make demo` does").
 
-The log-probabilities are the sampling policy's own (the candidate's model and sampling settings,
-which its id names), so the scorer has a constant version.
+The log-probabilities are the model's own, before temperature or other sampling processing (vLLM's
+default `raw_logprobs`; the Hugging Face backend's log-softmax of the raw logits), so a threshold
+means the same at any sampling temperature. They come with the candidate (its id names the model and
+sampling settings), so the scorer has a constant version.
 """
 from __future__ import annotations
 
