@@ -306,11 +306,11 @@ CONFIG_CASES = [
                  "scoring.reward_models: two scorers are named 'orm'; set `name` on one", id="config-two-scorers-one-name"),
     pytest.param("run_id: x\nscoring:\n  reward_models: [{kind: ensemble}]\n",
                  "scoring.reward_models.0: Input tag 'ensemble' found using 'kind' does not match any of the expected "
-                 "tags: 'orm', 'prm', 'prl', 'math_shepherd', 'judge'",
+                 "tags: 'orm', 'prm', 'prl', 'math_shepherd', 'judge', 'confidence'",
                  id="config-unknown-reward-model-kind"),
     pytest.param("run_id: x\nselection: keep_everything\n",
                  "selection: unknown policy preset 'keep_everything' (presets: keep_correct, "
-                 "all_steps_correct, rft, majority, rft_mc, rft_prm, rft_judge, prl_weighted)",
+                 "all_steps_correct, rft, majority, rft_mc, rft_prm, rft_judge, rft_conf, prl_weighted)",
                  id="config-unknown-preset"),
     pytest.param("run_id: x\nfinetune:\n  learning_rate: .inf\n",
                  "finetune.learning_rate: Input should be a finite number", id="config-infinite-learning-rate"),
@@ -376,7 +376,7 @@ COMMAND_CASES = [
                  ["model folder has no weights (*.safetensors or *.bin): {no_weights}"],
                  id="generate-folder-without-weights"),
     pytest.param(["score", "--scorer", "bogus"],
-                 ["unknown scorer 'bogus' (scorers: orm, prl, prm, step_verifier, verifier)"],
+                 ["unknown scorer 'bogus' (scorers: confidence, orm, prl, prm, step_verifier, verifier)"],
                  id="score-unknown-scorer"),
     pytest.param(["score", "--scorer", "verifier", "--iteration", "7"], ["no candidates in iteration 7 to score"],
                  id="score-no-candidates"),
