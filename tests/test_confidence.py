@@ -47,8 +47,8 @@ def test_an_empty_completion_gets_no_value():
 
 
 @pytest.mark.parametrize("logprobs, ends, message", [
-    (None, [0], "candidate c has no token_logprobs"),
-    ([-1.0], None, "candidate c has no step_token_ends"),
+    (None, [0], "log-probabilities: candidate c has no token_logprobs"),
+    ([-1.0], None, "each step's last token: candidate c has no step_token_ends"),
     ([-1.0, -math.inf], [1], "candidate c: token 1's log-probability is -inf"),
     ([-1.0, math.nan], [1], "candidate c: token 1's log-probability is nan"),
 ])

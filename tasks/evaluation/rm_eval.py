@@ -40,6 +40,14 @@ def outcome_auroc(candidates: Sequence[dict], verifier: Mapping[str, dict], scor
     return {"auroc": _safe_auroc(values, labels), "candidates": len(values), "positives": sum(labels)}
 
 
+def _sample_number(score: dict, aggregate: str | None) -> float | None:
+    """A scores row's number for ranking a sample: its value, or with `aggregate` its step scores
+    aggregated (None without them)."""
+    if aggregate is None:
+        return score["value"]
+    return aggregate_steps(score["step_scores"], aggregate) if score["step_scores"] else None
+
+
 def within_prompt_auroc(candidates: Sequence[dict], verifier: Mapping[str, dict], scores: Mapping[str, dict],
                         aggregate: str | None = None) -> dict:
     """Mean over prompts of the AUROC of `scores` against verifier correctness among that prompt's
@@ -53,8 +61,7 @@ def within_prompt_auroc(candidates: Sequence[dict], verifier: Mapping[str, dict]
         score, verdict = scores.get(c["candidate_id"]), verifier.get(c["candidate_id"])
         if score is None or verdict is None:
             continue
-        number = score["value"] if aggregate is None else (
-            aggregate_steps(score["step_scores"], aggregate) if score["step_scores"] else None)
+        number = _sample_number(score, aggregate)
         if number is None:
             continue
         values, labels = groups.setdefault(c["prompt_id"], ([], []))
@@ -77,8 +84,7 @@ def purity_auroc(candidates: Sequence[dict], truth: Mapping[str, dict], scores: 
         score, true = scores.get(cid), truth.get(cid)
         if cid not in only or score is None or true is None or true["value"] is None:
             continue
-        number = score["value"] if aggregate is None else (
-            aggregate_steps(score["step_scores"], aggregate) if score["step_scores"] else None)
+        number = _sample_number(score, aggregate)
         if number is None:
             continue
         values.append(float(number))

@@ -63,10 +63,12 @@ class ConfidenceScorer:
             if not c.get("num_tokens"):
                 rows.append(score_row(c, self, value=None, detail="empty completion"))
                 continue
-            if logprobs is None or ends is None:
-                missing = "token_logprobs" if logprobs is None else "step_token_ends"
+            if logprobs is None:
                 raise ValueError(f"confidence needs the sampled tokens' log-probabilities: candidate "
-                                 f"{c['candidate_id']} has no {missing} (sample with generation.sampling.logprobs: true)")
+                                 f"{c['candidate_id']} has no token_logprobs (sample with generation.sampling.logprobs: true)")
+            if ends is None:
+                raise ValueError(f"confidence needs each step's last token: candidate {c['candidate_id']} has no "
+                                 "step_token_ends (generated without its tokenizer)")
             logprobs = [float(x) for x in logprobs]
             bad = next((i for i, x in enumerate(logprobs) if not math.isfinite(x)), None)
             if bad is not None:
