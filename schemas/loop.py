@@ -267,7 +267,12 @@ class FinetuneStage(Strict):
 
     start_from: Literal["previous", "base"] = "previous"
     epochs: float = Field(3.0, gt=0)
+    # a fixed budget of optimiser steps a round, whatever the kept count (`epochs` is then unused)
+    max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
+    # `by_length`: examples of similar token length share a batch (less padding; each epoch still
+    # sees every example once); `shuffle`: each batch a plain random draw
+    batching: Literal["shuffle", "by_length"] = "shuffle"
     learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
     max_length: int = Field(256, ge=8)
@@ -284,6 +289,13 @@ class FinetuneStage(Strict):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "FinetuneStage":
+        if self.max_steps is not None and "epochs" in self.model_fields_set:
+            raise ValueError("set epochs or max_steps, not both: max_steps trains that many steps whatever the "
+                             "epochs")
+        return self
 
 
 class EvalStage(Strict):

@@ -230,3 +230,81 @@ def test_cosine_with_warmup_rises_then_falls_to_its_floor() -> None:
     assert factor(4) == 1.0 and math.isclose(factor(9), 0.55) and math.isclose(factor(14), 0.1)
     assert math.isclose(factor(100), 0.1)  # past the end: stays at the floor
     assert all(factor(s) > factor(s + 1) for s in range(4, 14))
+
+
+def padded_tokens(batches: list[list[int]], lengths: list[int]) -> int:
+    """Positions a run of `batches` computes: each batch padded to its longest example."""
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_length_grouped_batches_see_every_example_once_a_pass_and_pad_less():
+    import random
+
+    from tasks.training.finetune import _global_batches, _length_grouped_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 80) for _ in range(300)]
+    config = TrainConfig(batch_size=8, batching="by_length", seed=3)
+    steps = 3 * 300 // 8  # three passes; 300 is not a multiple of 8, so passes straddle batches
+    grouped = list(_length_grouped_batches(lengths, config, steps))
+    assert len(grouped) == steps and all(len(b) == 8 for b in grouped)
+    seen: dict[int, int] = {}
+    for batch in grouped:
+        for i in batch:
+            seen[i] = seen.get(i, 0) + 1
+    assert sorted(seen) == list(range(300))
+    assert set(seen.values()) <= {2, 3} and sum(seen.values()) == steps * 8  # the leftovers wait a pass
+    assert grouped == list(_length_grouped_batches(lengths, config, steps))  # every process agrees
+    assert grouped != list(_length_grouped_batches(lengths, TrainConfig(batch_size=8, batching="by_length",
+                                                                         seed=4), steps))
+    shuffled = list(_global_batches(300, TrainConfig(batch_size=8, seed=3), steps))
+    assert padded_tokens(grouped, lengths) < 0.75 * padded_tokens(shuffled, lengths)
+    few = list(_length_grouped_batches([5, 9, 7], TrainConfig(batch_size=8, batching="by_length"), 4))
+    assert len(few) == 4 and all(len(b) == 8 for b in few)  # fewer examples than a batch: repeats, as shuffle
+
+
+def mean_completion_loss(model, tokenizer, examples: list[Example]) -> float:
+    """The model's mean next-token loss over every example's completion tokens (no weights)."""
+    import torch
+    import torch.nn.functional as F
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids, prompt_len in encode_examples(tokenizer, examples, 256):
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            targets = torch.tensor(ids[prompt_len:])
+            total += F.cross_entropy(logits[prompt_len - 1: len(ids) - 1], targets, reduction="sum").item()
+            count += len(targets)
+    return total / count
+
+
+def test_by_length_training_learns_and_is_deterministic(tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = demo_examples(10)
+    config = TrainConfig(max_steps=30, batch_size=5, learning_rate=3e-3, warmup_steps=3, seed=7, device="cpu",
+                         log_every=0, batching="by_length")
+    models = [AutoModelForCausalLM.from_pretrained(tiny_model_dir) for _ in range(2)]
+    before = mean_completion_loss(models[0], tokenizer, examples)
+    runs = [train(model, tokenizer, examples, config) for model in models]
+    assert runs[0].losses == runs[1].losses and runs[0].steps == 30
+    assert mean_completion_loss(models[0], tokenizer, examples) < 0.8 * before  # 1.21 → 0.86 here
+    with pytest.raises(ValueError, match="batching must be one of shuffle, by_length, got 'sorted'"):
+        TrainConfig(batching="sorted")
+
+
+def test_a_stage_at_its_defaults_hashes_as_before_the_later_settings_existed():
+    from schemas.loop import FinetuneStage
+    from tasks.lake.ids import content_hash
+    from tasks.training.finetune import stage_fingerprint, train_config_for_stage
+
+    stage = FinetuneStage(learning_rate=3e-4)
+    before = {k: v for k, v in stage.model_dump(mode="json").items()
+              if k not in ("token_weights", "token_weight_scorer", "token_weight_clip", "max_steps", "batching")}
+    assert stage_fingerprint(stage) == before
+    for changed_setting in ({"max_steps": 200}, {"batching": "by_length"}):
+        other = FinetuneStage(learning_rate=3e-4, **changed_setting)
+        assert content_hash("finetune", stage_fingerprint(other)) != content_hash("finetune", before)
+        config = train_config_for_stage(other)
+        assert all(getattr(config, k) == v for k, v in changed_setting.items())

@@ -44,13 +44,20 @@ class Example:
     spans: tuple[tuple[int, float], ...] | None = None
 
 
+BATCHING = ("shuffle", "by_length")
+LENGTH_WINDOW_BATCHES = 16  # by_length sorts windows of this many batches of a shuffled epoch
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser and schedule settings (one epoch = one pass over the examples)."""
 
     epochs: float = 3.0
-    max_steps: int | None = None
+    max_steps: int | None = None  # when set, exactly this many steps, whatever `epochs` says
     batch_size: int = 32
+    # "shuffle": each batch a random draw; "by_length": examples of similar length share a batch
+    # (less padding, the same examples each epoch; see `_length_grouped_batches`)
+    batching: str = "shuffle"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 10
@@ -75,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         self._check_lora()
 
     def _check_lora(self) -> None:
@@ -207,7 +216,9 @@ def train(
 
     losses: list[float] = []
     start = time.perf_counter()
-    for step, indices in enumerate(_global_batches(len(encoded), config, total_steps)):
+    batches = (_length_grouped_batches([len(ids) for ids, _ in encoded], config, total_steps)
+               if config.batching == "by_length" else _global_batches(len(encoded), config, total_steps))
+    for step, indices in enumerate(batches):
         losses.append(_train_step(accelerator, prepared, optimizer, batch(indices, accelerator.device), config))
         scheduler.step()
         if accelerator.is_main_process:
@@ -292,6 +303,36 @@ def _global_batches(count: int, config: TrainConfig, total_steps: int) -> Iterat
             order += torch.randperm(count, generator=generator).tolist()
         yield order[: config.batch_size]
         order = order[config.batch_size:]
+
+
+def _length_grouped_batches(lengths: Sequence[int], config: TrainConfig, total_steps: int) -> Iterator[list[int]]:
+    """Index lists of each step's global batch, grouped by length to cut padding.
+
+    Each pass is a seeded shuffle of every example (behind the few left over from the last pass),
+    cut into windows of `LENGTH_WINDOW_BATCHES` batches; each window is sorted by token length and
+    cut into full batches, which are visited in a seeded random order. As with a plain shuffle,
+    every example is seen once a pass and every batch is full; only who shares a batch changes.
+    Deterministic for `config.seed`, so every process computes the same batches.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(config.seed)
+    size, window = config.batch_size, config.batch_size * LENGTH_WINDOW_BATCHES
+    pool: list[int] = []
+    step = 0
+    while True:
+        pool += torch.randperm(len(lengths), generator=generator).tolist()
+        usable = len(pool) - len(pool) % size
+        batches = []
+        for start in range(0, usable, window):
+            chunk = sorted(pool[start: min(start + window, usable)], key=lambda i: lengths[i])
+            batches += [chunk[j: j + size] for j in range(0, len(chunk), size)]
+        pool = pool[usable:]
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            if step == total_steps:
+                return
+            yield batches[index]
+            step += 1
 
 
 @dataclass
@@ -491,15 +532,18 @@ def refuse_other_checkpoint(output: Path, model_id: str, inputs: dict, what: str
 
 
 TOKEN_WEIGHT_FIELDS = ("token_weights", "token_weight_scorer", "token_weight_clip")
+# settings added after models were made with their default: left out of the id while at it
+LATER_DEFAULTS = {"max_steps": None, "batching": "shuffle"}
 
 
 def stage_fingerprint(stage) -> dict:
     """The finetune settings a model id covers: the token-weight settings only when token weights
-    are on (a model trained without them keeps the id it had before they existed)."""
+    are on, and a later setting only when it differs from its default (a model trained before a
+    setting existed keeps its id)."""
     dump = stage.model_dump(mode="json")
     if dump.get("token_weights", "none") == "none":
         dump = {k: v for k, v in dump.items() if k not in TOKEN_WEIGHT_FIELDS}
-    return dump
+    return {k: v for k, v in dump.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
 
 def prl_step_weights(values: Sequence[float], clip: float) -> list[float]:

@@ -34,6 +34,8 @@ Loop config: the loader of `flywheel run/iterate/eval --config`, exact message "
   bad_loop_config[config-unknown-preset]           names the preset and lists the presets
   bad_loop_config[config-infinite-learning-rate]   "finetune.learning_rate: Input should be a finite number"
   bad_loop_config[config-nan-epochs]               "finetune.epochs: Input should be a finite number"
+  bad_loop_config[config-epochs-and-max-steps]     "finetune: set epochs or max_steps, not both: ..."
+  bad_loop_config[config-unknown-batching]         "finetune.batching: Input should be 'shuffle' or 'by_length'"
   bad_loop_config[config-infinite-temperature]     "generation.sampling.temperature: ... finite number"
   bad_loop_config[config-empty-file]               "missing key 'run_id'"
   run_with_a_bad_config_is_one_line                the unknown key through `flywheel run`: one line, exit 1
@@ -316,6 +318,11 @@ CONFIG_CASES = [
                  "finetune.learning_rate: Input should be a finite number", id="config-infinite-learning-rate"),
     pytest.param("run_id: x\nfinetune:\n  epochs: .nan\n", "finetune.epochs: Input should be a finite number",
                  id="config-nan-epochs"),
+    pytest.param("run_id: x\nfinetune: {epochs: 15, max_steps: 300}\n",
+                 "finetune: set epochs or max_steps, not both: max_steps trains that many steps whatever the epochs",
+                 id="config-epochs-and-max-steps"),
+    pytest.param("run_id: x\nfinetune: {batching: sorted}\n",
+                 "finetune.batching: Input should be 'shuffle' or 'by_length'", id="config-unknown-batching"),
     pytest.param("run_id: x\ngeneration:\n  sampling: {temperature: .inf}\n",
                  "generation.sampling.temperature: Input should be a finite number",
                  id="config-infinite-temperature"),
