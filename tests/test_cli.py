@@ -1,3 +1,4 @@
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -146,6 +147,9 @@ def test_demo_arms_differ_only_in_their_selection_signal():
     shared = {(c.lake, c.base_model, c.rounds, c.generation.model_dump_json(), c.evaluation.model_dump_json())
               for c in configs.values()}
     assert len(shared) == 1
+    finetune = {json.dumps({k: v for k, v in c.finetune.model_dump().items() if not k.startswith("token_weight")},
+                           sort_keys=True, default=str) for c in configs.values()}
+    assert len(finetune) == 1 and '"batching": "by_length"' in finetune.pop()  # every arm finetunes alike
     assert len({c.run_id for c in configs.values()}) == len(configs)
     policies = {path: c.selection.name for path, c in configs.items()}
     assert policies == {"configs/demo.yaml": "rft_conf", "configs/demo-answer-only.yaml": "rft",
