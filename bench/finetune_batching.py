@@ -29,16 +29,14 @@ from tasks.generation.generate import format_prompt  # noqa: E402
 from tasks.lake.store import Lake  # noqa: E402
 from tasks.rounds.context import model_for_round, round_sampling_hash  # noqa: E402
 from tasks.selection.select import policy_hash  # noqa: E402
-from tasks.training.finetune import (Example, _global_batches, _length_grouped_batches,  # noqa: E402
-                                     encode_examples, selected_examples, train, train_config_for_stage)
+from tasks.training.finetune import (Example, encode_examples, selected_examples, step_batches,  # noqa: E402
+                                     train, train_config_for_stage)
 
 
 def padding_factor(config, lengths: list[int], steps: int) -> float:
     """Positions the batches of a run compute (each padded to its longest) per real token."""
-    batches = (_length_grouped_batches(lengths, config, steps) if config.batching == "by_length"
-               else _global_batches(len(lengths), config, steps))
     computed = real = 0
-    for batch in batches:
+    for batch in step_batches(lengths, config, steps):
         computed += len(batch) * max(lengths[i] for i in batch)
         real += sum(lengths[i] for i in batch)
     return computed / real

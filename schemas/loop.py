@@ -262,6 +262,10 @@ class ScoringStage(Strict):
         return self
 
 
+# how a finetuning epoch is cut into batches (tasks/training/finetune.py, `step_batches`)
+Batching = Literal["shuffle", "by_length"]
+
+
 class FinetuneStage(Strict):
     """SFT on each round's kept samples."""
 
@@ -272,7 +276,7 @@ class FinetuneStage(Strict):
     batch_size: int = Field(32, ge=1)
     # `by_length`: examples of similar token length share a batch (less padding; each epoch still
     # sees every example once); `shuffle`: each batch a plain random draw
-    batching: Literal["shuffle", "by_length"] = "shuffle"
+    batching: Batching = "shuffle"
     learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
     max_length: int = Field(256, ge=8)

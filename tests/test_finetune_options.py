@@ -1,6 +1,7 @@
 """Finetuning options: LoRA (merged into a plain checkpoint), the Accelerate loop, multi-process launch."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -240,13 +241,13 @@ def padded_tokens(batches: list[list[int]], lengths: list[int]) -> int:
 def test_length_grouped_batches_see_every_example_once_a_pass_and_pad_less():
     import random
 
-    from tasks.training.finetune import _global_batches, _length_grouped_batches
+    from tasks.training.finetune import step_batches
 
     rng = random.Random(0)
     lengths = [rng.randint(10, 80) for _ in range(300)]
     config = TrainConfig(batch_size=8, batching="by_length", seed=3)
     steps = 3 * 300 // 8  # three passes; 300 is not a multiple of 8, so passes straddle batches
-    grouped = list(_length_grouped_batches(lengths, config, steps))
+    grouped = list(step_batches(lengths, config, steps))
     assert len(grouped) == steps and all(len(b) == 8 for b in grouped)
     seen: dict[int, int] = {}
     for batch in grouped:
@@ -254,12 +255,11 @@ def test_length_grouped_batches_see_every_example_once_a_pass_and_pad_less():
             seen[i] = seen.get(i, 0) + 1
     assert sorted(seen) == list(range(300))
     assert set(seen.values()) <= {2, 3} and sum(seen.values()) == steps * 8  # the leftovers wait a pass
-    assert grouped == list(_length_grouped_batches(lengths, config, steps))  # every process agrees
-    assert grouped != list(_length_grouped_batches(lengths, TrainConfig(batch_size=8, batching="by_length",
-                                                                         seed=4), steps))
-    shuffled = list(_global_batches(300, TrainConfig(batch_size=8, seed=3), steps))
+    assert grouped == list(step_batches(lengths, config, steps))  # every process agrees
+    assert grouped != list(step_batches(lengths, TrainConfig(batch_size=8, batching="by_length", seed=4), steps))
+    shuffled = list(step_batches(lengths, TrainConfig(batch_size=8, seed=3), steps))
     assert padded_tokens(grouped, lengths) < 0.75 * padded_tokens(shuffled, lengths)
-    few = list(_length_grouped_batches([5, 9, 7], TrainConfig(batch_size=8, batching="by_length"), 4))
+    few = list(step_batches([5, 9, 7], TrainConfig(batch_size=8, batching="by_length"), 4))
     assert len(few) == 4 and all(len(b) == 8 for b in few)  # fewer examples than a batch: repeats, as shuffle
 
 
@@ -289,6 +289,9 @@ def test_by_length_training_learns_and_is_deterministic(tiny_model_dir: Path):
     before = mean_completion_loss(models[0], tokenizer, examples)
     runs = [train(model, tokenizer, examples, config) for model in models]
     assert runs[0].losses == runs[1].losses and runs[0].steps == 30
+    shuffled = train(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tokenizer, examples,
+                     TrainConfig(**{**dataclasses.asdict(config), "batching": "shuffle"}))
+    assert shuffled.losses != runs[0].losses  # the loop trains on the grouped batches, not the shuffled ones
     assert mean_completion_loss(models[0], tokenizer, examples) < 0.8 * before  # 1.21 → 0.86 here
     with pytest.raises(ValueError, match="batching must be one of shuffle, by_length, got 'sorted'"):
         TrainConfig(batching="sorted")

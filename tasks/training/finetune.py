@@ -18,8 +18,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, get_args
 
+from schemas.loop import Batching
 from tasks.runtime.faults import crash_point
 from tasks.runtime.progress import progress_bar
 
@@ -44,7 +45,7 @@ class Example:
     spans: tuple[tuple[int, float], ...] | None = None
 
 
-BATCHING = ("shuffle", "by_length")
+BATCHING = get_args(Batching)
 LENGTH_WINDOW_BATCHES = 16  # by_length sorts windows of this many batches of a shuffled epoch
 
 
@@ -56,7 +57,7 @@ class TrainConfig:
     max_steps: int | None = None  # when set, exactly this many steps, whatever `epochs` says
     batch_size: int = 32
     # "shuffle": each batch a random draw; "by_length": examples of similar length share a batch
-    # (less padding, the same examples each epoch; see `_length_grouped_batches`)
+    # (less padding, the same examples each epoch; see `step_batches`)
     batching: str = "shuffle"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -216,9 +217,7 @@ def train(
 
     losses: list[float] = []
     start = time.perf_counter()
-    batches = (_length_grouped_batches([len(ids) for ids, _ in encoded], config, total_steps)
-               if config.batching == "by_length" else _global_batches(len(encoded), config, total_steps))
-    for step, indices in enumerate(batches):
+    for step, indices in enumerate(step_batches([len(ids) for ids, _ in encoded], config, total_steps)):
         losses.append(_train_step(accelerator, prepared, optimizer, batch(indices, accelerator.device), config))
         scheduler.step()
         if accelerator.is_main_process:
@@ -287,6 +286,14 @@ def _finish(accelerator, prepared, config: TrainConfig):
 
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def step_batches(lengths: Sequence[int], config: TrainConfig, total_steps: int) -> Iterator[list[int]]:
+    """The example indices of each of `total_steps` global batches, as `config.batching` cuts them
+    (`lengths`: each example's token count)."""
+    if config.batching == "by_length":
+        return _length_grouped_batches(lengths, config, total_steps)
+    return _global_batches(len(lengths), config, total_steps)
 
 
 def _global_batches(count: int, config: TrainConfig, total_steps: int) -> Iterator[list[int]]:
