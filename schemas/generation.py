@@ -52,7 +52,7 @@ class EngineConfig(Strict):
     dtype: str = "auto"
     gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
     max_model_len: int | None = Field(None, ge=1)
-    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_seqs: int | None = Field(None, ge=1)  # None: 1,024 on the CPU, vLLM's default on a GPU
     enforce_eager: bool | None = None
     # vLLM's engine core in this process (True) or in its own (False, vLLM's default); None: in
     # this process on the CPU, where spawning it re-imports torch and vLLM (engine start ~3 s

@@ -145,6 +145,41 @@ def test_vllm_writes_exactly_n_per_prompt_with_stable_ids(vllm_backend, tiny_mod
     assert len(row["step_token_ends"]) == len(row["steps"])
 
 
+def test_texts_decoded_after_sampling_are_vllms_own(vllm_backend):
+    """The backend samples with detokenize=False and decodes the texts itself: they must be the texts
+    vLLM's own detokenizer writes for the same requests, with the same tokens and log-probabilities."""
+    from vllm import SamplingParams
+
+    from tasks.generation.generate import format_prompt
+
+    prompts = [format_prompt(p["problem"], FMT) for p in demo_prompts(12)]
+    seeds = list(range(100, 112))
+    sampling = SamplingConfig(n=4, temperature=1.0, max_tokens=48, seed=0)
+    ours = vllm_backend.generate(prompts, sampling, seeds)
+    params = [SamplingParams(n=4, temperature=1.0, max_tokens=48, seed=seed, logprobs=1) for seed in seeds]
+    theirs = vllm_backend.llm.generate(prompts, params, use_tqdm=False)
+    eos = vllm_backend.tokenizer.eos_token_id
+    stopped = 0
+    for group, output in zip(ours, theirs, strict=True):
+        reference = sorted(output.outputs, key=lambda o: o.index)
+        assert [c.text for c in group] == [o.text for o in reference]
+        assert [c.token_ids for c in group] == [list(o.token_ids) for o in reference]
+        assert [c.token_logprobs for c in group] == [
+            [p[t].logprob for t, p in zip(o.token_ids, o.logprobs)] for o in reference]
+        for completion in group:
+            if completion.token_ids and completion.token_ids[-1] == eos:
+                stopped += 1
+                assert completion.text and vllm_backend.tokenizer.eos_token not in completion.text
+    assert stopped > 0  # some samples end at EOS, which the texts leave out
+
+
+def test_the_cpu_engine_batches_more_sequences_than_vllms_default(vllm_backend):
+    from tasks.generation.generate import CPU_MAX_NUM_SEQS
+
+    assert CPU_MAX_NUM_SEQS > 256
+    assert vllm_backend.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == CPU_MAX_NUM_SEQS
+
+
 def engine_cores() -> set[int]:
     """The pids of the vLLM engine cores this process started that are still running."""
     import psutil
