@@ -13,25 +13,15 @@ Last line: `engine start own/in-process: <x>`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+from demo_requests import DEMO_MODEL, demo_requests, require_model
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from schemas.generation import EngineConfig, PromptFormat, SamplingConfig  # noqa: E402
-from tasks.generation.generate import VLLMBackend, format_prompt, request_seed  # noqa: E402
-from tasks.prompts.demo_task import make_splits  # noqa: E402
-from tasks.prompts.sources import demo_prompt_rows  # noqa: E402
-
-DEMO_MODEL = ROOT / "data" / "models" / "base"
+from schemas.generation import EngineConfig, SamplingConfig
+from tasks.generation.generate import VLLMBackend
 
 
 def run_once(model: Path, in_process: bool, prompts: list[str], seeds: list[int], sampling: SamplingConfig
@@ -57,13 +47,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--model", type=Path, default=DEMO_MODEL, help="a model folder (default: the demo's base)")
     args = parser.parse_args()
-    if not (args.model / "config.json").is_file():
-        sys.exit(f"no model at {args.model}: run `make demo` or `flywheel bootstrap` first")
-
-    rows = [r for r in demo_prompt_rows(make_splits(20_000, 3_000, args.prompts, seed=0)) if r["split"] == "eval"]
-    fmt = PromptFormat()
-    prompts = [format_prompt(r["problem"], fmt) for r in rows]
-    seeds = [request_seed(0, r["prompt_id"]) for r in rows]
+    require_model(args.model)
+    prompts, seeds = demo_requests("eval", 20_000, 3_000, args.prompts)
     sampling = SamplingConfig(n=args.n, temperature=1.0, max_tokens=64, seed=0)
     print(f"{len(prompts)} prompts x n={args.n}, {args.repeats} engines per mode, alternating")
 

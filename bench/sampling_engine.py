@@ -24,26 +24,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+from demo_requests import DEMO_MODEL, demo_requests, require_model
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from schemas.generation import EngineConfig, PromptFormat, SamplingConfig  # noqa: E402
-from tasks.generation.generate import VLLMBackend, format_prompt, request_seed  # noqa: E402
-from tasks.prompts.demo_task import make_splits  # noqa: E402
-from tasks.prompts.sources import demo_prompt_rows  # noqa: E402
-
-DEMO_MODEL = ROOT / "data" / "models" / "base"
+from schemas.generation import EngineConfig, SamplingConfig
+from tasks.generation.generate import VLLMBackend
 Sample = tuple[str, list[int], list[float]]
 MODES = {"before": (256, True), "1024 seqs": (1024, True), "no detok": (256, False), "now": (None, False)}
 
@@ -85,9 +75,7 @@ def run_once(model: Path, mode: str, prompts: list[str], seeds: list[int], sampl
 
 def child(args: argparse.Namespace) -> None:
     """One timed run in this process: prints a JSON line (seconds, tokens, digest of the samples)."""
-    rows = [r for r in demo_prompt_rows(make_splits(0, args.prompts, 0, seed=0)) if r["split"] == "train"]
-    prompts = [format_prompt(r["problem"], PromptFormat()) for r in rows]
-    seeds = [request_seed(0, r["prompt_id"]) for r in rows]
+    prompts, seeds = demo_requests("train", 0, args.prompts, 0)
     sampling = SamplingConfig(n=args.n, temperature=0.8, max_tokens=64, seed=0)
     took, samples = run_once(args.model, args.child, prompts, seeds, sampling)
     digest = hashlib.sha256(repr(samples).encode()).hexdigest()[:16]
@@ -102,8 +90,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEMO_MODEL, help="a model folder (default: the demo's base)")
     parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not (args.model / "config.json").is_file():
-        sys.exit(f"no model at {args.model}: run `make demo` or `flywheel bootstrap` first")
+    require_model(args.model)
     if args.child:
         child(args)
         return
