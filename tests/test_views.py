@@ -63,6 +63,32 @@ def test_yield_and_solve_rate_are_per_split_model_and_policy(lake: Lake):
     assert rates == [("eval", "m1", "pe", 1.0), ("train", "m1", "pt", 0.5), ("train", "m2", "pt", 0.0)]
 
 
+def test_two_samplings_of_one_model_stay_apart_in_every_view(lake: Lake):
+    """Two arms that sample one model differently (another temperature) in one iteration: each
+    view answers per sampling, never for their union."""
+    lake.write("prompts", [_prompt("pt", "train")], 0)
+    # sampling s1: x1 right, x2 wrong; sampling s2: y1 and y2 right
+    cands = [("x1", "s1", 0), ("x2", "s1", 1), ("y1", "s2", 0), ("y2", "s2", 1)]
+    lake.write("candidates", [_candidate(c, "pt", "m1", i) | {"sampling_hash": s} for c, s, i in cands], 0)
+    labels = {"x1": "correct", "x2": "incorrect", "y1": "correct", "y2": "correct"}
+    all_steps_right = {"x1": 1.0, "x2": 0.0, "y1": 0.0, "y2": 1.0}
+    lake.write("scores", [_score(c, "pt", labels[c]) for c, _, _ in cands]
+               + [_score(c, "pt", "correct") | {"scorer": "step_verifier", "value": all_steps_right[c]}
+                  for c, _, _ in cands], 0)
+    lake.write("selections", [
+        dict(candidate_id=c, prompt_id="pt", iteration=0, policy_name="P", policy_hash="hp", rank=0, weight=1.0)
+        for c in ("x1", "y1", "y2")], 0)
+    con = connect(lake)
+    assert con.sql("SELECT sampling_hash, solve_rate FROM prompt_solve_rate ORDER BY ALL").fetchall() == [
+        ("s1", 0.5), ("s2", 1.0)]
+    assert con.sql("SELECT sampling_hash, policy_name, n_candidates, n_correct, n_kept, yield "
+                   "FROM iteration_yield ORDER BY ALL").fetchall() == [
+        ("s1", "P", 2, 1, 1, 0.5), ("s2", "P", 2, 2, 2, 1.0)]
+    assert con.sql("SELECT sampling_hash, policy_name, n_kept, n_all_steps_correct, purity "
+                   "FROM kept_purity ORDER BY ALL").fetchall() == [
+        ("s1", "P", 1, 1, 1.0), ("s2", "P", 2, 1, 0.5)]
+
+
 def readme_queries() -> list[str]:
     """Every `flywheel sql "..."` example of the README."""
     text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")

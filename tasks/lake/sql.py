@@ -72,9 +72,9 @@ CONVENIENCE_VIEWS = {
         f"GROUP BY {PARTITION}"
         for name in TABLES
     ),
-    # per iteration, split, model and prompt: the rule verifier's verdicts on its candidates
+    # per iteration, split, model, sampling and prompt: the rule verifier's verdicts on its candidates
     "prompt_solve_rate": f"""
-        SELECT s.{PARTITION}, p.split, c.model_id, s.prompt_id,
+        SELECT s.{PARTITION}, p.split, c.model_id, c.sampling_hash, s.prompt_id,
                count(*) AS n_scored,
                count(*) FILTER (WHERE s.label = 'correct') AS n_correct,
                count(*) FILTER (WHERE s.label = 'unparseable') AS n_unparseable,
@@ -84,26 +84,28 @@ CONVENIENCE_VIEWS = {
         JOIN candidates c ON c.candidate_id = s.candidate_id
         JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p ON p.prompt_id = s.prompt_id
         WHERE s.scorer = '{VERIFIER}'
-        GROUP BY s.{PARTITION}, p.split, c.model_id, s.prompt_id""",
-    # per iteration, split, model and selection policy: what was generated, solved and kept
+        GROUP BY s.{PARTITION}, p.split, c.model_id, c.sampling_hash, s.prompt_id""",
+    # per iteration, split, model, sampling and selection policy: what was generated, solved and kept
+    # (two arms that sample one model differently in one iteration are two rows, never their union)
     "iteration_yield": f"""
         WITH solved AS (
-            SELECT {PARTITION}, split, model_id, count(*) AS n_prompts, sum(n_scored) AS n_scored,
-                   sum(n_correct) AS n_correct, count(*) FILTER (WHERE n_correct > 0) AS n_solved
-            FROM prompt_solve_rate GROUP BY {PARTITION}, split, model_id),
+            SELECT {PARTITION}, split, model_id, sampling_hash, count(*) AS n_prompts,
+                   sum(n_scored) AS n_scored, sum(n_correct) AS n_correct,
+                   count(*) FILTER (WHERE n_correct > 0) AS n_solved
+            FROM prompt_solve_rate GROUP BY {PARTITION}, split, model_id, sampling_hash),
         generated AS (
-            SELECT c.{PARTITION}, p.split, c.model_id, count(*) AS n_candidates
+            SELECT c.{PARTITION}, p.split, c.model_id, c.sampling_hash, count(*) AS n_candidates
             FROM candidates c JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p
                  ON p.prompt_id = c.prompt_id
-            GROUP BY c.{PARTITION}, p.split, c.model_id),
+            GROUP BY c.{PARTITION}, p.split, c.model_id, c.sampling_hash),
         kept AS (
-            SELECT s.{PARTITION}, p.split, c.model_id, s.policy_name,
+            SELECT s.{PARTITION}, p.split, c.model_id, c.sampling_hash, s.policy_name, s.policy_hash,
                    count(DISTINCT s.candidate_id) AS n_kept
             FROM selections s
             JOIN candidates c ON c.candidate_id = s.candidate_id
             JOIN (SELECT DISTINCT prompt_id, split FROM prompts) p ON p.prompt_id = s.prompt_id
-            GROUP BY s.{PARTITION}, p.split, c.model_id, s.policy_name)
-        SELECT g.{PARTITION}, g.split, g.model_id, k.policy_name,
+            GROUP BY s.{PARTITION}, p.split, c.model_id, c.sampling_hash, s.policy_name, s.policy_hash)
+        SELECT g.{PARTITION}, g.split, g.model_id, g.sampling_hash, k.policy_name, k.policy_hash,
                g.n_candidates,
                coalesce(s.n_prompts, 0) AS n_prompts,
                coalesce(s.n_scored, 0) AS n_scored,
@@ -115,9 +117,11 @@ CONVENIENCE_VIEWS = {
         FROM generated g
         LEFT JOIN solved s
              ON s.{PARTITION} = g.{PARTITION} AND s.split = g.split AND s.model_id = g.model_id
+                AND s.sampling_hash = g.sampling_hash
         LEFT JOIN kept k
              ON k.{PARTITION} = g.{PARTITION} AND k.split = g.split AND k.model_id = g.model_id
-        ORDER BY g.{PARTITION}, g.split, g.model_id, k.policy_name""",
+                AND k.sampling_hash = g.sampling_hash
+        ORDER BY g.{PARTITION}, g.split, g.model_id, g.sampling_hash, k.policy_name, k.policy_hash""",
     # per iteration, split, model and sampling: early warnings of collapse (fewer distinct answers
     # per prompt) and of length drift
     "round_drift": f"""
@@ -137,18 +141,19 @@ CONVENIENCE_VIEWS = {
                sum(n_unparseable) / sum(n_candidates) AS unparseable_rate
         FROM answers GROUP BY {PARTITION}, split, model_id, sampling_hash
         ORDER BY {PARTITION}, split, model_id, sampling_hash""",
-    # per iteration, model and selection policy: the share of kept samples whose every step is
-    # right, where the demo task's step verifier knows (it measures; no selection reads it)
+    # per iteration, model, sampling and selection policy: the share of kept samples whose every
+    # step is right, where the demo task's step verifier knows (it measures; no selection reads it)
     "kept_purity": f"""
-        SELECT k.{PARTITION}, c.model_id, k.policy_name, count(*) AS n_kept,
+        SELECT k.{PARTITION}, c.model_id, c.sampling_hash, k.policy_name, k.policy_hash,
+               count(*) AS n_kept,
                count(v.value) AS n_steps_known,
                count(*) FILTER (WHERE v.value = 1.0) AS n_all_steps_correct,
                count(*) FILTER (WHERE v.value = 1.0) / nullif(count(v.value), 0) AS purity
-        FROM (SELECT DISTINCT {PARTITION}, candidate_id, policy_name FROM selections) k
+        FROM (SELECT DISTINCT {PARTITION}, candidate_id, policy_name, policy_hash FROM selections) k
         JOIN candidates c ON c.candidate_id = k.candidate_id
         LEFT JOIN scores v ON v.candidate_id = k.candidate_id AND v.scorer = 'step_verifier'
-        GROUP BY k.{PARTITION}, c.model_id, k.policy_name
-        ORDER BY k.{PARTITION}, c.model_id, k.policy_name""",
+        GROUP BY k.{PARTITION}, c.model_id, c.sampling_hash, k.policy_name, k.policy_hash
+        ORDER BY k.{PARTITION}, c.model_id, c.sampling_hash, k.policy_name, k.policy_hash""",
 }
 
 
