@@ -282,6 +282,9 @@ class FinetuneStage(Strict):
     max_length: int = Field(256, ge=8)
     seed: int = 0
     use_weights: bool = True  # per-sample weights from the selection (e.g. PRL)
+    # weight-space ensembling with the base model (WiSE-FT): the saved model's weights are
+    # (1 - merge_with_base) * finetuned + merge_with_base * base; 0 saves the finetuned weights
+    merge_with_base: float = Field(0.0, ge=0, lt=1)
     # per-token weights in the SFT loss: `prl` weighs each step's tokens by its PRL process value
     # (scores of `token_weight_scorer`), clipped to [0, token_weight_clip], divided by the sample's mean
     token_weights: Literal["none", "prl"] = "none"

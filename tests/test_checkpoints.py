@@ -1,4 +1,5 @@
-"""Checkpoint folders: a rerun with other inputs never deletes a registered checkpoint."""
+"""Checkpoint folders: a rerun with other inputs never deletes a registered checkpoint; weight merging
+with the base model."""
 from __future__ import annotations
 
 import json
@@ -82,3 +83,42 @@ def test_a_folder_that_is_not_a_checkpoint_is_never_replaced(tmp_path):
         refuse_other_checkpoint(folder, "ft-x", {}, "run r iteration 1")
     assert (folder / "notes.txt").read_text() == "mine"
     refuse_other_checkpoint(tmp_path / "absent", "ft-x", {}, "run r iteration 1")  # nothing there: fine
+
+
+def test_merge_with_base_saves_the_average_of_the_finetuned_and_base_weights(lake, tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    write_selection(lake, [("1+2", "1+2=3\n#### 3"), ("2+2", "2+2=4\n#### 4"), ("3+4", "3+4=7\n#### 7")])
+    stage = FinetuneStage(epochs=2, batch_size=2, warmup_steps=0, learning_rate=3e-3)
+    _, plain_id, _ = finetune(lake, tiny_model_dir, tmp_path / "plain", stage)
+    base_id = model_id_for(tiny_model_dir)
+    merged_stage = stage.model_copy(update={"merge_with_base": 0.25})
+    path, merged_id, reused = finetune_on_selection(
+        lake, iteration=0, source_model_id=MODEL, policy_hash=POLICY, start_path=str(tiny_model_dir),
+        start_model_id=base_id, output=tmp_path / "merged", stage=merged_stage, fmt=PromptFormat(),
+        sampling_hash="s", base_path=str(tiny_model_dir), base_model_id=base_id)
+    assert not reused and merged_id != plain_id
+
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    plain = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    merged = load_file(str(path / "model.safetensors"))
+    assert merged.keys() == plain.keys() and len(merged) > 5
+    moved = 0
+    for name, weight in merged.items():
+        expected = 0.75 * plain[name] + 0.25 * base[name]
+        assert torch.allclose(weight, expected, atol=1e-6), name  # tied embeddings merged once, not twice
+        moved += not torch.equal(plain[name], base[name])
+    assert moved > 5  # training changed the weights the merge averages
+    card = json.loads((path / "flywheel_card.json").read_text())
+    assert card["inputs"]["merged with"] == base_id and card["finetune"]["merge_with_base"] == 0.25
+
+
+def test_merge_with_base_needs_the_base_model_and_a_share_below_one(lake, tiny_model_dir, tmp_path):
+    write_selection(lake, [("1+2", "1+2=3\n#### 3")])
+    stage = FinetuneStage(epochs=1, batch_size=1, warmup_steps=0, merge_with_base=0.5)
+    with pytest.raises(ValueError, match="merge_with_base needs the base model"):
+        finetune(lake, tiny_model_dir, tmp_path / "iter-1", stage)
+    assert not (tmp_path / "iter-1").exists()
+    with pytest.raises(ValueError, match="merge_with_base"):
+        FinetuneStage(merge_with_base=1.0)

@@ -304,8 +304,11 @@ def test_a_stage_at_its_defaults_hashes_as_before_the_later_settings_existed():
 
     stage = FinetuneStage(learning_rate=3e-4)
     before = {k: v for k, v in stage.model_dump(mode="json").items()
-              if k not in ("token_weights", "token_weight_scorer", "token_weight_clip", "max_steps", "batching")}
+              if k not in ("token_weights", "token_weight_scorer", "token_weight_clip", "max_steps", "batching",
+                           "merge_with_base")}
     assert stage_fingerprint(stage) == before
+    merging = FinetuneStage(learning_rate=3e-4, merge_with_base=0.5)
+    assert content_hash("finetune", stage_fingerprint(merging)) != content_hash("finetune", before)
     for changed_setting in ({"max_steps": 200}, {"batching": "by_length"}):
         other = FinetuneStage(learning_rate=3e-4, **changed_setting)
         assert content_hash("finetune", stage_fingerprint(other)) != content_hash("finetune", before)

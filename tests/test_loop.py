@@ -1,6 +1,7 @@
 """The loop through Prefect on a very small budget: lineage, evals, no-op reruns, crash resume."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from flows.loop import iteration_flow
 from flows.loop import self_improve_flow
 from schemas.config import parse_config
 from schemas.loop import LoopConfig
-from tasks.generation.generate import LazyBackend
+from tasks.generation.generate import LazyBackend, model_id_for
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.prompts.demo_task import make_splits
@@ -48,6 +49,8 @@ def test_two_rounds_through_prefect_then_a_rerun_does_nothing(prefect_harness, t
     # the policy also judges its samples (all of them: the test model is rarely right), on vLLM
     config = small_config(tmp_path, tiny_model_dir, reward_models=[
         {"kind": "judge", "candidates": "all", "max_tokens": 8, "attempts": 1}])
+    # each round's finetuned weights are averaged with the base model's (WiSE-FT), not the previous round's
+    config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"merge_with_base": 0.5})})
     starts = LazyBackend.starts
     summary = self_improve_flow(config)
     assert [r["iteration"] for r in summary["rounds"]] == [0, 1]
@@ -69,6 +72,10 @@ def test_two_rounds_through_prefect_then_a_rerun_does_nothing(prefect_harness, t
     # bootstrap was not run here, so lineage rows are the two finetuned checkpoints plus their parents
     assert [m[0] for m in models] == [1, 2]
     assert models[1][2] == models[0][1]  # M2's parent is M1
+    cards = [json.loads((tmp_path / "models" / "t" / f"iter-{i}" / "flywheel_card.json").read_text()) for i in (1, 2)]
+    assert [c["model_id"] for c in cards] == [m[1] for m in models]
+    assert [c["inputs"]["merged with"] for c in cards] == [model_id_for(tiny_model_dir)] * 2
+    assert cards[1]["start_model_id"] == models[0][1]
     evaluated = con.sql("SELECT iteration, count(DISTINCT model_id), count(*) FROM evals "
                         "WHERE run_id = 't' GROUP BY iteration ORDER BY iteration").fetchall()
     assert [e[0] for e in evaluated] == [0, 1, 2] and all(e[1] == 1 for e in evaluated)

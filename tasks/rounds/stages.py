@@ -161,13 +161,14 @@ def select_in_round(round_: Round) -> dict:
 def finetune_in_round(round_: Round) -> ModelRef:
     """Finetune M_{k+1} on the round's kept samples (reused when the same inputs already made it)."""
     config, model = round_.config, round_.model_in
-    start = model if config.finetune.start_from == "previous" else model_for_round(config, 0)
+    base = model_for_round(config, 0)
+    start = model if config.finetune.start_from == "previous" else base
     path, model_id, reused = finetune_on_selection(
         round_.lake, iteration=round_.iteration, source_model_id=model.model_id,
         policy_hash=policy_hash(config.selection), start_path=start.path, start_model_id=start.model_id,
         output=round_model_dir(config, round_.iteration + 1), stage=config.finetune,
         fmt=config.generation.format, sampling_hash=round_.sampling_hash, run_id=f"run {config.run_id}",
-        step_separator=config.generation.step_separator)
+        step_separator=config.generation.step_separator, base_path=base.path, base_model_id=base.model_id)
     _log().info("finetune: %s %s", "reused" if reused else "trained", model_id)
     return ModelRef(str(path), model_id)
 

@@ -540,7 +540,7 @@ def refuse_other_checkpoint(output: Path, model_id: str, inputs: dict, what: str
 
 TOKEN_WEIGHT_FIELDS = ("token_weights", "token_weight_scorer", "token_weight_clip")
 # settings added after models were made with their default: left out of the id while at it
-LATER_DEFAULTS = {"max_steps": None, "batching": "shuffle"}
+LATER_DEFAULTS = {"max_steps": None, "batching": "shuffle", "merge_with_base": 0.0}
 
 
 def stage_fingerprint(stage) -> dict:
@@ -551,6 +551,22 @@ def stage_fingerprint(stage) -> dict:
     if dump.get("token_weights", "none") == "none":
         dump = {k: v for k, v in dump.items() if k not in TOKEN_WEIGHT_FIELDS}
     return {k: v for k, v in dump.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
+
+def merge_weights(model, other, share: float) -> None:
+    """Move `model`'s floating-point weights to (1 - share) * its own + share * `other`'s, in place:
+    a weight-space ensemble of two models of one architecture (WiSE-FT, Wortsman et al. 2022)."""
+    import torch
+
+    theirs = other.state_dict()
+    merged: set[int] = set()  # tied weights (embeddings and LM head) are one tensor under two names
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name not in theirs or theirs[name].shape != tensor.shape:
+                raise ValueError(f"cannot merge: the base model has no weight {name!r} of shape {tuple(tensor.shape)}")
+            if tensor.is_floating_point() and tensor.data_ptr() not in merged:
+                merged.add(tensor.data_ptr())
+                tensor.lerp_(theirs[name].to(tensor.device, tensor.dtype), share)
 
 
 def prl_step_weights(values: Sequence[float], clip: float) -> list[float]:
@@ -597,9 +613,12 @@ def token_weight_spans(lake, iteration: int, rows: Sequence[dict], stage, step_s
 def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_hash: str, start_path: str,
                           start_model_id: str, output: Path, stage, fmt,
                           sampling_hash: str | None = None, run_id: str | None = None,
-                          step_separator: str = "\n") -> tuple[Path, str, bool]:
+                          step_separator: str = "\n", base_path: str | None = None,
+                          base_model_id: str | None = None) -> tuple[Path, str, bool]:
     """Train the next model on a selection and register it; reuse it when the inputs match.
 
+    With `stage.merge_with_base` above 0 the saved weights are merged with the base model's
+    (`base_path`, `base_model_id`: the run's round-0 model) after training.
     The model id is a hash of its inputs (start model, kept samples and weights, settings), so a
     rerun finds the finished checkpoint instead of training again. A folder at `output` holding a
     model from other inputs is refused (CheckpointConflict), never deleted. Returns (path,
@@ -619,10 +638,17 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
              if stage.token_weights != "none" else {})
     kept = [(r["candidate_id"], r["weight"]) + ((spans[r["candidate_id"]],) if spans else ()) for r in rows]
     examples_hash = ids.content_hash("examples", kept)
-    input_hash = ids.content_hash("finetune", start_model_id, kept, stage_fingerprint(stage), fmt.model_dump())
+    merging = stage.merge_with_base > 0
+    if merging and not (base_path and base_model_id):
+        raise ValueError("finetune.merge_with_base needs the base model's path and id")
+    merged_with = (base_model_id,) if merging else ()  # a model made before merging existed keeps its id
+    input_hash = ids.content_hash("finetune", start_model_id, kept, stage_fingerprint(stage), fmt.model_dump(),
+                                  *merged_with)
     model_id = f"ft-{input_hash}"
     inputs = {"start model": start_model_id, "selection": policy_hash, "kept samples": examples_hash,
               "finetune config": stage_fingerprint(stage), "prompt format": fmt.model_dump(mode="json")}
+    if merging:
+        inputs["merged with"] = base_model_id
     output = Path(output)
     refuse_other_checkpoint(output, model_id, inputs, f"{run_id or 'run'} iteration {iteration + 1}")
     card_path = output / "flywheel_card.json"
@@ -645,6 +671,8 @@ def finetune_on_selection(lake, *, iteration: int, source_model_id: str, policy_
                 bar.set_total(total)
             bar.to(step, loss=loss)
         result = train(model, tokenizer, examples, config, progress=report)
+    if merging:
+        merge_weights(model, AutoModelForCausalLM.from_pretrained(base_path), stage.merge_with_base)
     card = {
         "model_id": model_id, "kind": "finetuned", "parent_id": source_model_id, "start_model_id": start_model_id,
         "iteration": iteration + 1, "selection_hash": policy_hash, "examples": len(examples),
