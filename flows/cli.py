@@ -29,8 +29,8 @@ from tasks.scoring.reward_model import RewardModelError
 
 # Errors that are the user's input, reported as one line with a non-zero exit.
 USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, SchemaError, duckdb.Error, ValueError,
-                                                FileNotFoundError, GenerationError, ReferenceModelError,
-                                                RewardModelError, StageFailed, LockBusy, JudgeError)
+                                                FileNotFoundError, FileExistsError, GenerationError,
+                                                ReferenceModelError, RewardModelError, StageFailed, LockBusy, JudgeError)
 
 
 # subcommands that may start an engine or train (their libraries' INFO logs go to a file)
@@ -325,6 +325,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{path} (Hugging Face dataset; load_from_disk) and {path}.parquet")
     return 0
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Average a model's weights with its base model's into a new model folder (WiSE-FT)."""
+    from tasks.training.merge import merge_model_folders
+
+    card = merge_model_folders(args.model, args.base, args.base_share, args.output)
+    print(json.dumps({"path": args.output, **card}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
@@ -413,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run-id", default="manual-eval")
     ev.add_argument("--iteration", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
+
+    merge = sub.add_parser("merge", help="average a model's weights with its base model's into a new folder "
+                                         "(WiSE-FT: keeps pass@k that finetuning narrowed)")
+    merge.add_argument("--model", required=True, help="the finetuned model folder")
+    merge.add_argument("--base", required=True, help="the model it was finetuned from, e.g. data/models/base")
+    merge.add_argument("--base-share", type=float, default=0.5,
+                       help="the base model's share of every weight, between 0 and 1 (default 0.5)")
+    merge.add_argument("--output", required=True, help="the new model folder (must not exist)")
+    merge.set_defaults(func=cmd_merge)
 
     demo = sub.add_parser("demo", help="bootstrap, the demo loops and the report in one flow run")
     demo.add_argument("--config", action="append", help="loop config (repeatable; default: the two demo arms)")

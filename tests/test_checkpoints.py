@@ -12,7 +12,8 @@ from schemas.loop import FinetuneStage
 from tasks.generation.generate import model_id_for
 from tasks.lake import ids
 from tasks.lake.store import Lake
-from tasks.training.finetune import CheckpointConflict, finetune_on_selection, refuse_other_checkpoint
+from tasks.training.checkpoints import CheckpointConflict, refuse_other_checkpoint
+from tasks.training.finetune import finetune_on_selection
 
 POLICY = "policy-0"
 MODEL = "model-0"

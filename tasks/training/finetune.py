@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence, get_args
 
 from schemas.loop import Batching
 from tasks.runtime.faults import crash_point
+from tasks.training.checkpoints import refuse_other_checkpoint, save_checkpoint
+from tasks.training.merge import merge_weights
 from tasks.runtime.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -458,19 +460,6 @@ def _weighted_completion_loss(logits, labels, weights, total_weight, token_weigh
     return (per_example * weights).sum() / total_weight
 
 
-def write_model_card(folder: Path, title: str, sections: dict) -> Path:
-    """Write README.md (human) and flywheel_card.json (machine) describing a checkpoint."""
-    folder = Path(folder)
-    lines = [f"# {title}", ""]
-    for key, value in sections.items():
-        rendered = json.dumps(value, indent=2, default=str) if isinstance(value, (dict, list)) else value
-        lines += [f"## {key}", "", f"```\n{rendered}\n```" if isinstance(value, (dict, list)) else str(rendered), ""]
-    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
-    card = folder / "flywheel_card.json"
-    card.write_text(json.dumps(sections, indent=2, default=str), encoding="utf-8")
-    return card
-
-
 def selected_examples(lake, iteration: int, policy_hash: str, model_id: str,
                       sampling_hash: str | None = None) -> list[dict]:
     """Kept samples of one selection of one round's candidates: id, weight, completion, problem."""
@@ -491,53 +480,6 @@ def train_config_for_stage(stage) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in stage.model_dump().items() if k in names})
 
 
-def save_checkpoint(model, tokenizer, output: Path, title: str, card: dict) -> Path:
-    """Save a plain transformers model folder with its card, atomically (staging folder, then rename)."""
-    import shutil
-
-    output = Path(output)
-    staging = output.with_name(f".{output.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    write_model_card(staging, title, card)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    crash_point("save-checkpoint")
-    try:
-        staging.rename(output)  # never replaces a folder: a checkpoint is not deleted to make room
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointConflict(f"cannot save the checkpoint: {output} already exists "
-                                 f"({error.strerror}); it is left as it is") from None
-    return output.resolve()
-
-
-class CheckpointConflict(RuntimeError):
-    """A checkpoint folder already holds a model trained from other inputs; nothing is deleted."""
-
-
-def refuse_other_checkpoint(output: Path, model_id: str, inputs: dict, what: str) -> None:
-    """Raise CheckpointConflict when `output` exists but does not hold `model_id`, naming the input
-    that differs (from the card's recorded inputs) so the user can pick a new run id instead."""
-    if not output.exists():
-        return
-    card_path = output / "flywheel_card.json"
-    try:
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    except ValueError:
-        card = {}
-    if card.get("model_id") == model_id:
-        return
-    recorded = card.get("inputs") or {}
-    differing = [name for name in inputs if name in recorded and recorded[name] != inputs[name]]
-    why = (f"its {', '.join(differing)} differ" if differing
-           else "it was trained from other inputs" if card else "it is not a Flywheel checkpoint")
-    raise CheckpointConflict(
-        f"{what}: {output} already holds model {card.get('model_id', '?')} and {why}; these inputs make "
-        f"{model_id}. The folder is kept: use a new run_id, or move the folder away to train again")
-
-
 TOKEN_WEIGHT_FIELDS = ("token_weights", "token_weight_scorer", "token_weight_clip")
 # settings added after models were made with their default: left out of the id while at it
 LATER_DEFAULTS = {"max_steps": None, "batching": "shuffle", "merge_with_base": 0.0}
@@ -551,22 +493,6 @@ def stage_fingerprint(stage) -> dict:
     if dump.get("token_weights", "none") == "none":
         dump = {k: v for k, v in dump.items() if k not in TOKEN_WEIGHT_FIELDS}
     return {k: v for k, v in dump.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
-
-
-def merge_weights(model, other, share: float) -> None:
-    """Move `model`'s floating-point weights to (1 - share) * its own + share * `other`'s, in place:
-    a weight-space ensemble of two models of one architecture (WiSE-FT, Wortsman et al. 2022)."""
-    import torch
-
-    theirs = other.state_dict()
-    merged: set[int] = set()  # tied weights (embeddings and LM head) are one tensor under two names
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name not in theirs or theirs[name].shape != tensor.shape:
-                raise ValueError(f"cannot merge: the base model has no weight {name!r} of shape {tuple(tensor.shape)}")
-            if tensor.is_floating_point() and tensor.data_ptr() not in merged:
-                merged.add(tensor.data_ptr())
-                tensor.lerp_(theirs[name].to(tensor.device, tensor.dtype), share)
 
 
 def prl_step_weights(values: Sequence[float], clip: float) -> list[float]:

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.training.finetune import Example, TrainConfig, TrainResult, save_checkpoint, train
+from tasks.training.checkpoints import save_checkpoint
+from tasks.training.finetune import Example, TrainConfig, TrainResult, train
 
 ARG_KEYS = {"model", "examples", "output", "train"}
 

@@ -23,7 +23,8 @@ from tasks.lake import ids
 from tasks.prompts.demo_task import PROMPT_TEMPLATE, ChainConfig, make_splits
 from tasks.prompts.tiny_model import TinyModelConfig, build_model, build_tokenizer
 from tasks.scoring.verify import extract_answer
-from tasks.training.finetune import Example, TrainConfig, train, write_model_card
+from tasks.training.checkpoints import write_model_card
+from tasks.training.finetune import Example, TrainConfig, train
 
 logger = logging.getLogger("flywheel.bootstrap")
 

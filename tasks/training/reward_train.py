@@ -32,7 +32,8 @@ from tasks.generation.generate import model_id_for
 from tasks.lake import ids
 from tasks.runtime.faults import crash_point
 from tasks.scoring.reward_model import ORM_KIND, PRM_KIND, encode_candidate, pad_batch
-from tasks.training.finetune import CheckpointConflict, cosine_with_warmup, refuse_other_checkpoint, write_model_card
+from tasks.training.checkpoints import CheckpointConflict, refuse_other_checkpoint, write_model_card
+from tasks.training.finetune import cosine_with_warmup
 
 logger = logging.getLogger("flywheel.reward_train")
 
