@@ -435,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bootstrap, the demo loops and the report in one flow run")
     demo.add_argument("--config", action="append", help="loop config (repeatable; default: the two demo arms)")
     demo.add_argument("--all-arms", action="store_true",
-                      help="add the oracle (step verifier), Math-Shepherd, pairwise-judge and PRL-weighted arms")
+                      help="add the oracle (step verifier), Math-Shepherd, pairwise-judge, PRL-weighted and "
+                           "weight-merging arms")
     demo.set_defaults(func=cmd_demo)
 
     export = sub.add_parser("export", help="write a run's kept samples (sft) or preference pairs (dpo) "

@@ -19,13 +19,14 @@ from schemas.config import load_config
 from schemas.loop import LoopConfig
 
 DEMO_CONFIGS = ("configs/demo.yaml", "configs/demo-answer-only.yaml")
-EXTRA_ARMS = ("configs/demo-oracle.yaml", "configs/demo-mc.yaml", "configs/demo-judge.yaml", "configs/demo-prl.yaml")
+EXTRA_ARMS = ("configs/demo-oracle.yaml", "configs/demo-mc.yaml", "configs/demo-judge.yaml", "configs/demo-prl.yaml",
+              "configs/demo-merge.yaml")
 
 
 @flow(name="flywheel-demo", log_prints=True)
 def demo_flow(config_paths: list[str] | None = None, lake_root: str | None = None, all_arms: bool = False) -> dict:
     """Bootstrap the embedded default, run each loop config (default: the demo's two arms; with
-    `all_arms`, the four more), and report them side by side."""
+    `all_arms`, the five more), and report them side by side."""
     started = time.perf_counter()
     paths = list(config_paths or DEMO_CONFIGS) + (list(EXTRA_ARMS) if all_arms else [])
     configs = [load_config(p, LoopConfig) for p in paths]

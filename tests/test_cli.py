@@ -147,15 +147,18 @@ def test_demo_arms_differ_only_in_their_selection_signal():
     shared = {(c.lake, c.base_model, c.rounds, c.generation.model_dump_json(), c.evaluation.model_dump_json())
               for c in configs.values()}
     assert len(shared) == 1
-    finetune = {json.dumps({k: v for k, v in c.finetune.model_dump().items() if not k.startswith("token_weight")},
+    finetune = {json.dumps({k: v for k, v in c.finetune.model_dump().items()
+                            if not k.startswith("token_weight") and k != "merge_with_base"},
                            sort_keys=True, default=str) for c in configs.values()}
     assert len(finetune) == 1 and '"batching": "by_length"' in finetune.pop()  # every arm finetunes alike
+    merged = {path for path, c in configs.items() if c.finetune.merge_with_base}
+    assert merged == {"configs/demo-merge.yaml"} and configs["configs/demo-merge.yaml"].finetune.merge_with_base == 0.5
     assert len({c.run_id for c in configs.values()}) == len(configs)
     policies = {path: c.selection.name for path, c in configs.items()}
     assert policies == {"configs/demo.yaml": "rft_conf", "configs/demo-answer-only.yaml": "rft",
                         "configs/demo-oracle.yaml": "all_steps_correct", "configs/demo-mc.yaml": "correct_mc",
                         "configs/demo-judge.yaml": "rft_judge",
-                        "configs/demo-prl.yaml": "prl_weighted"}
+                        "configs/demo-prl.yaml": "prl_weighted", "configs/demo-merge.yaml": "rft"}
     for path in DEMO_CONFIGS + ("configs/demo-mc.yaml",):
         steps = [step.kind for step in configs[path].selection.steps]
         assert "keep_all_steps_correct" not in steps, path
