@@ -136,9 +136,9 @@ def test_shipped_configs_are_valid():
         assert config.rounds >= 1
 
 
-def test_demo_arms_differ_only_in_their_selection_signal():
+def test_demo_arms_differ_only_in_their_selection_signal_and_weight_merging():
     """`make demo`'s arms and `--all-arms`' extra ones share the budget, base model and lake; the
-    default arms select with no step oracle (the step verifier only measures)."""
+    default arms select with no step oracle (the step verifier only measures); two merge weights."""
     from flows.demo import DEMO_CONFIGS, EXTRA_ARMS
     from schemas.config import load_config
     from schemas.loop import LoopConfig
@@ -151,8 +151,8 @@ def test_demo_arms_differ_only_in_their_selection_signal():
                             if not k.startswith("token_weight") and k != "merge_with_base"},
                            sort_keys=True, default=str) for c in configs.values()}
     assert len(finetune) == 1 and '"batching": "by_length"' in finetune.pop()  # every arm finetunes alike
-    merged = {path for path, c in configs.items() if c.finetune.merge_with_base}
-    assert merged == {"configs/demo-merge.yaml"} and configs["configs/demo-merge.yaml"].finetune.merge_with_base == 0.5
+    merged = {path: c.finetune.merge_with_base for path, c in configs.items() if c.finetune.merge_with_base}
+    assert merged == {"configs/demo.yaml": 0.3, "configs/demo-merge.yaml": 0.5}
     assert len({c.run_id for c in configs.values()}) == len(configs)
     policies = {path: c.selection.name for path, c in configs.items()}
     assert policies == {"configs/demo.yaml": "rft_conf", "configs/demo-answer-only.yaml": "rft",
