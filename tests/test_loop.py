@@ -16,6 +16,7 @@ from tasks.lake.sql import connect
 from tasks.lake.store import Lake
 from tasks.prompts.demo_task import make_splits
 from tasks.prompts.sources import demo_prompt_rows, write_prompts
+from tasks.rounds.context import run_summary_path
 
 
 def small_config(tmp: Path, base: Path, run_id: str = "t", rounds: int = 2, backend: str = "vllm",
@@ -76,6 +77,8 @@ def test_two_rounds_through_prefect_then_a_rerun_does_nothing(prefect_harness, t
     assert [c["model_id"] for c in cards] == [m[1] for m in models]
     assert [c["inputs"]["merged with"] for c in cards] == [model_id_for(tiny_model_dir)] * 2
     assert cards[1]["start_model_id"] == models[0][1]
+    recipe = json.loads(run_summary_path(config).read_text())["recipe"]  # the report's line per arm
+    assert recipe["selection"] == "best-by-verifier" and recipe["finetune"]["merge_with_base"] == 0.5
     evaluated = con.sql("SELECT iteration, count(DISTINCT model_id), count(*) FROM evals "
                         "WHERE run_id = 't' GROUP BY iteration ORDER BY iteration").fetchall()
     assert [e[0] for e in evaluated] == [0, 1, 2] and all(e[1] == 1 for e in evaluated)

@@ -206,3 +206,23 @@ def test_reward_model_quality_per_round_hand_computed(lake: Lake, tmp_path: Path
     (prm_dir / "flywheel_card.json").write_text(json.dumps({"model_id": "prm-x"}))
     _, markdown = write_report(lake, ["run-q"], reports)
     assert "| 0 | prm | prm | 7 (including its training data) |" in markdown
+
+
+def test_each_arm_says_how_it_selected_and_finetuned(lake: Lake, tmp_path: Path):
+    build_run(lake, "merged", {0: [1, 2], 1: [2, 3]})
+    build_run(lake, "older", {0: [1, 2], 1: [1, 1]})
+    reports = tmp_path / "reports"
+    for run_id in ("merged", "older"):
+        (reports / run_id).mkdir(parents=True)
+    finetune = {"start_from": "previous", "epochs": 15.0, "max_steps": None, "learning_rate": 0.0003,
+                "batching": "by_length", "token_weights": "none", "merge_with_base": 0.3}
+    (reports / "merged" / "rounds.json").write_text(json.dumps(
+        {"rounds": [], "recipe": {"selection": "rft_conf", "finetune": finetune}}))
+    (reports / "older" / "rounds.json").write_text(json.dumps({"rounds": []}))  # written before recipes
+    _, markdown = write_report(lake, ["merged", "older"], reports)
+    lines = markdown.splitlines()
+    merged_at, older_at = lines.index("## merged"), lines.index("## older")
+    assert lines[merged_at + 2] == ("Selection `rft_conf`; finetuning 15 epochs at learning rate 0.0003 from the "
+                                    "previous round's model, batches by_length; each round's model merged 30% "
+                                    "with the base model.")
+    assert lines[older_at + 2] == "Rounds:"

@@ -5,7 +5,7 @@ Figures come from the lake (evals, candidates, scores) and the run's rounds.json
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +30,7 @@ class RunData:
     n: int
     kept_data: dict[int, dict[str, float | int | None]]  # iteration -> purity and extra cost of its round
     signals: dict[int, dict[str, dict]]  # iteration -> reward model name -> how well it ranked the round
+    recipe: dict = field(default_factory=dict)  # the run's selection name and finetune settings
 
 
 def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
@@ -65,7 +66,23 @@ def load_run(lake: Lake, run_id: str, rounds_file: Path) -> RunData:
     kept_data = {r["iteration"]: round_data(con, r, reward_models) for r in rounds}
     signals = {r["iteration"]: signal_quality(con, r, reward_models) for r in rounds}
     return RunData(run_id=run_id, rounds=rounds, evals=evals, models=models, pass_curves=curves, n=n,
-                   kept_data=kept_data, signals=signals)
+                   kept_data=kept_data, signals=signals, recipe=summary.get("recipe", {}))
+
+
+def recipe_line(recipe: dict) -> str:
+    """One sentence saying how the run selected and finetuned ('' when its summary predates it)."""
+    if not recipe:
+        return ""
+    ft = recipe.get("finetune", {})
+    budget = f"{ft['max_steps']} steps" if ft.get("max_steps") else f"{ft.get('epochs', '?'):g} epochs"
+    start = "the base model" if ft.get("start_from") == "base" else "the previous round's model"
+    text = (f"Selection `{recipe.get('selection', '?')}`; finetuning {budget} at learning rate "
+            f"{ft.get('learning_rate', '?'):g} from {start}, batches {ft.get('batching', 'shuffle')}")
+    if ft.get("token_weights", "none") != "none":
+        text += f", token weights {ft['token_weights']}"
+    if ft.get("merge_with_base"):
+        text += f"; each round's model merged {100 * ft['merge_with_base']:g}% with the base model"
+    return text + "."
 
 
 def round_data(con: Any, round_summary: dict, reward_models: dict[str, str]) -> dict[str, float | int | None]:
@@ -332,7 +349,8 @@ def write_report(lake: Lake, run_ids: Sequence[str], reports_dir: Path) -> tuple
              "evaluate_next = the model it trained; 0 = already in the lake).", ""]
     for run in runs:
         png = plot_pass_at_k(run, out / f"pass_at_k_{run.run_id}.png")
-        parts += [f"## {run.run_id}", "", "Rounds:", "", round_table(run), ""]
+        parts += [f"## {run.run_id}", ""] + ([recipe_line(run.recipe), ""] if run.recipe else [])
+        parts += ["Rounds:", "", round_table(run), ""]
         if signals := signal_table(run):
             parts += ["Reward models (how they ranked the round's train candidates):", "", signals, ""]
         parts += ["Models:", "", model_table(run), "", f"![pass@k vs k]({png.name})", ""]

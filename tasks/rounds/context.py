@@ -292,6 +292,7 @@ def write_run_summary(config: LoopConfig, summary: dict) -> dict:
         before = old.get(row["iteration"])
         if before and before.get("model_out") == row["model_out"]:
             row["seconds"] = {k: max(v, before["seconds"].get(k, 0.0)) for k, v in row["seconds"].items()}
-    summary = {**summary, "reward_models": {e.name: e.kind for e in config.scoring.reward_models}}
+    summary = {**summary, "reward_models": {e.name: e.kind for e in config.scoring.reward_models},
+               "recipe": {"selection": config.selection.name, "finetune": config.finetune.model_dump(mode="json")}}
     path.write_text(json.dumps(summary, indent=2))
     return summary
