@@ -325,6 +325,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{path} (Hugging Face dataset; load_from_disk) and {path}.parquet")
     return 0
 
+
 def cmd_merge(args: argparse.Namespace) -> int:
     """Average a model's weights with its base model's into a new model folder (WiSE-FT)."""
     from tasks.training.merge import merge_model_folders

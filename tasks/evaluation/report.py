@@ -73,14 +73,14 @@ def recipe_line(recipe: dict) -> str:
     """One sentence saying how the run selected and finetuned ('' when its summary predates it)."""
     if not recipe:
         return ""
-    ft = recipe.get("finetune", {})
-    budget = f"{ft['max_steps']} steps" if ft.get("max_steps") else f"{ft.get('epochs', '?'):g} epochs"
-    start = "the base model" if ft.get("start_from") == "base" else "the previous round's model"
-    text = (f"Selection `{recipe.get('selection', '?')}`; finetuning {budget} at learning rate "
-            f"{ft.get('learning_rate', '?'):g} from {start}, batches {ft.get('batching', 'shuffle')}")
-    if ft.get("token_weights", "none") != "none":
+    ft = recipe["finetune"]
+    budget = f"{ft['max_steps']} steps" if ft["max_steps"] else f"{ft['epochs']:g} epochs"
+    start = "the base model" if ft["start_from"] == "base" else "the previous round's model"
+    text = (f"Selection `{recipe['selection']}`; finetuning {budget} at learning rate "
+            f"{ft['learning_rate']:g} from {start}, batches {ft['batching']}")
+    if ft["token_weights"] != "none":
         text += f", token weights {ft['token_weights']}"
-    if ft.get("merge_with_base"):
+    if ft["merge_with_base"]:
         text += f"; each round's model merged {100 * ft['merge_with_base']:g}% with the base model"
     return text + "."
 
