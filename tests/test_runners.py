@@ -67,8 +67,34 @@ def generate_and_score(config: LoopConfig) -> dict:
     return {"generated": generated, "scored": score_stage(round_)}
 
 
-def table_rows(lake: Lake, table: str, order: str) -> list[tuple]:
-    return connect(lake).sql(f"SELECT * EXCLUDE (iteration) FROM {table} ORDER BY {order}").fetchall()
+def table_rows(lake: Lake, table: str, order: str) -> list[dict]:
+    relation = connect(lake).sql(f"SELECT * EXCLUDE (iteration) FROM {table} ORDER BY {order}")
+    return [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+
+
+def row_differences(left: list[dict], right: list[dict], key: tuple[str, ...]) -> list[str]:
+    """Each row one side has and the other lacks, and each column that differs in a row both have,
+    by key: empty when the tables are equal, else a readable account of where they part."""
+    keyed = lambda rows: {tuple(r[k] for k in key): r for r in rows}  # noqa: E731
+    a, b = keyed(left), keyed(right)
+    out = [f"{k}: only on threads" for k in a.keys() - b.keys()]
+    out += [f"{k}: only on the cluster" for k in b.keys() - a.keys()]
+    for k in sorted(a.keys() & b.keys()):
+        out += [f"{k} {col}: {str(a[k][col])[:200]} != {str(b[k][col])[:200]}"
+                for col in a[k] if a[k][col] != b[k][col]]
+    if len(left) != len(a) or len(right) != len(b):
+        out.append(f"duplicate keys: {len(left)} rows / {len(a)} keys vs {len(right)} rows / {len(b)} keys")
+    return out
+
+
+def test_row_differences_names_missing_rows_and_differing_columns():
+    left = [{"id": "a", "x": 1.0, "t": "s"}, {"id": "b", "x": 2.0, "t": "u"}]
+    assert row_differences(left, [dict(r) for r in left], ("id",)) == []
+    changed = [{"id": "a", "x": 1.0000001, "t": "s"}, {"id": "c", "x": 2.0, "t": "u"}]
+    assert row_differences(left, changed, ("id",)) == [
+        "('b',): only on threads", "('c',): only on the cluster", "('a',) x: 1.0 != 1.0000001"]
+    assert row_differences(left, left + left[:1], ("id",)) == [
+        "duplicate keys: 2 rows / 2 keys vs 3 rows / 2 keys"]
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +126,10 @@ def test_a_local_cluster_writes_the_same_rows_as_threads(on_threads, kind, tiny_
     assert threads_result["scored"] == result["scored"]
     assert set(result["scored"]) == {"verifier", "step_verifier", "prl"}
     a, b = Lake(threads.lake), Lake(cluster.lake)
-    assert table_rows(a, "candidates", "candidate_id") == table_rows(b, "candidates", "candidate_id")
-    assert table_rows(a, "scores", "candidate_id, scorer") == table_rows(b, "scores", "candidate_id, scorer")
+    for table, key in (("candidates", ("candidate_id",)), ("scores", ("candidate_id", "scorer"))):
+        left, right = table_rows(a, table, ", ".join(key)), table_rows(b, table, ", ".join(key))
+        assert len(left) >= 60
+        assert not row_differences(left, right, key), (table, row_differences(left, right, key))
     # five chunks of four prompts: one shard of five chunks on threads, two shards (3 + 2) on the
     # cluster; the same chunk files either way
     names = lambda lake: sorted(p.name for p in lake.shards("candidates"))  # noqa: E731
