@@ -171,6 +171,7 @@ def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_
     a loop round with default settings writes: same sampling hash, step split and scorer version."""
     from tasks.rounds.context import round_sampling_hash
     from tasks.scoring.score import rule_scorers
+    from schemas.generation import EngineConfig
     from schemas.loop import LoopConfig
     from tasks.prompts.demo_task import make_splits
     from tasks.prompts.sources import demo_prompt_rows, write_prompts
@@ -183,7 +184,8 @@ def test_generate_and_score_commands_use_the_loops_settings(tiny_model_dir, tmp_
     assert proc.returncode == 0, proc.stderr
     loop = LoopConfig(run_id="x", lake=str(lake.root))
     loop = loop.model_copy(update={"generation": loop.generation.model_copy(
-        update={"sampling": loop.generation.sampling.model_copy(update={"max_tokens": 16})})})
+        update={"sampling": loop.generation.sampling.model_copy(update={"max_tokens": 16}),
+                "engine": EngineConfig(backend="hf")})})  # the engine names the samples too
     rows = lake.read("candidates").to_pylist()
     assert len(rows) == 2 * loop.generation.sampling.n
     assert {r["sampling_hash"] for r in rows} == {round_sampling_hash(loop)}

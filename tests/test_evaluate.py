@@ -1,7 +1,7 @@
 """Evaluation against a lake: each candidate is scored once, whatever the sampling config."""
 from __future__ import annotations
 
-from schemas.generation import PromptFormat, SamplingConfig
+from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from schemas.loop import EvalStage, GenerationStage
 from tasks.evaluation.evaluate import EVAL_SPLIT, evaluate_model
 from tasks.lake import ids
@@ -86,14 +86,18 @@ def test_evaluation_splits_steps_on_the_given_separator(lake: Lake):
     for c in candidates:
         a, b = c["text"].split("\n")[0].split("+")
         assert c["steps"] == [f"{a}+{b}", f"first {a}\nthen {b}", f"#### {int(a) + int(b)}"]
+    engine = EngineConfig()  # the backend names none: the default engine's
     assert {c["sampling_hash"] for c in candidates} == {
-        generation_hash(sampling, fmt, "\n\n"), generation_hash(sampling.model_copy(update={"n": 1, "temperature": 0.0}),
-                                                                fmt, "\n\n")}
+        generation_hash(sampling, fmt, "\n\n", engine),
+        generation_hash(sampling.model_copy(update={"n": 1, "temperature": 0.0}), fmt, "\n\n", engine)}
     assert summary.values["pass@1"] == 1.0 and summary.values["greedy@1"] == 1.0
     ids_ = [p["prompt_id"] for p in prompts]
     written = {r["eval_hash"] for r in lake.read("evals").to_pylist()}
-    assert written == {eval_hash(sampling, fmt, ids_, [scorer], step_separator="\n\n")}
-    assert eval_hash(sampling, fmt, ids_, [scorer]) != eval_hash(sampling, fmt, ids_, [scorer], step_separator="\n\n")
+    assert written == {eval_hash(sampling, fmt, ids_, [scorer], step_separator="\n\n", engine=engine)}
+    assert eval_hash(sampling, fmt, ids_, [scorer], engine=engine) != eval_hash(
+        sampling, fmt, ids_, [scorer], step_separator="\n\n", engine=engine)
+    assert eval_hash(sampling, fmt, ids_, [scorer], engine=engine) != eval_hash(
+        sampling, fmt, ids_, [scorer], engine=EngineConfig(backend="hf"))
 
 
 def test_an_empty_step_separator_is_refused(lake: Lake):

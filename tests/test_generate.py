@@ -8,8 +8,8 @@ import pytest
 
 from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from tasks.generation.generate import (Completion, GenerationError, HFBackend, LazyBackend, check_model_folder,
-                            context_length, generate_candidates, model_id_for, split_steps,
-                            start_backend, step_token_ends)
+                            context_length, generate_candidates, generation_hash, model_id_for,
+                            split_steps, start_backend, step_token_ends)
 from tasks.lake import ids
 from tasks.prompts.demo_task import make_splits
 from tasks.lake.store import Lake
@@ -305,6 +305,49 @@ def test_rerun_after_partial_run_generates_only_missing_chunks(vllm_backend, tin
     generate_candidates(lake, counting, prompts, model_id=model_id, iteration=0,
                         sampling=sampling, fmt=FMT, chunk_size=3)
     assert counting.calls == []
+
+
+def test_another_engine_never_reuses_the_samples_of_the_default_one(vllm_backend, tiny_model_dir, lake):
+    """Candidate ids name the engine when it is not the default (vLLM, dtype auto): the same model,
+    prompts and sampling on the HF backend are other samples, generated anew, not vLLM's reused."""
+    prompts = demo_prompts(4)
+    sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=24, seed=5)
+    model_id = model_id_for(tiny_model_dir)
+    on_vllm = generate_candidates(lake, vllm_backend, prompts, model_id=model_id, iteration=0,
+                                  sampling=sampling, fmt=FMT)
+    hf = HFBackend(tiny_model_dir, EngineConfig(backend="hf"))
+    on_hf = generate_candidates(lake, hf, prompts, model_id=model_id, iteration=0, sampling=sampling, fmt=FMT)
+    assert on_vllm.candidates_written == on_hf.candidates_written == 8 and on_hf.chunks_skipped == 0
+    rows = lake.read("candidates").to_pylist()
+    by_hash = {h: sum(r["sampling_hash"] == h for r in rows) for h in {r["sampling_hash"] for r in rows}}
+    assert by_hash == {generation_hash(sampling, FMT, "\n", EngineConfig()): 8,
+                       generation_hash(sampling, FMT, "\n", EngineConfig(backend="hf")): 8}
+    # a rerun on either engine finds its own samples
+    again = generate_candidates(lake, hf, prompts, model_id=model_id, iteration=0, sampling=sampling, fmt=FMT)
+    assert again.candidates_written == 0
+
+
+def test_the_default_engine_keeps_the_ids_lakes_already_have():
+    """The default engine adds nothing to the generation hash (every existing candidate id stays);
+    another backend or an explicit dtype each give another hash."""
+    sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=24, seed=5)
+    before = ids.sampling_hash({"sampling": sampling.model_dump(), "format": FMT.model_dump(), "step_separator": "\n"})
+    assert generation_hash(sampling, FMT, "\n", EngineConfig()) == before
+    assert generation_hash(sampling, FMT, "\n", EngineConfig(max_num_seqs=8, in_process=False)) == before
+    others = {generation_hash(sampling, FMT, "\n", EngineConfig(**e)) for e in
+              ({"backend": "hf"}, {"backend": "hf", "dtype": "bfloat16"}, {"dtype": "bfloat16"},
+               {"backend": "openai", "base_url": "http://127.0.0.1:1/v1"})}
+    assert len(others) == 4 and before not in others
+    # a loop round names its candidates with its config's engine (what its LazyBackend starts)
+    from schemas.config import parse_config
+    from schemas.loop import LoopConfig
+    from tasks.rounds.context import round_sampling_hash
+
+    loop = lambda engine: parse_config({"run_id": "r", "generation": {"engine": engine}}, LoopConfig)  # noqa: E731
+    assert round_sampling_hash(loop({"backend": "hf"})) == generation_hash(
+        loop({}).generation.sampling, loop({}).generation.format, "\n", EngineConfig(backend="hf"))
+    assert round_sampling_hash(loop({"backend": "hf"})) != round_sampling_hash(loop({}))
+    assert round_sampling_hash(loop({"in_process": False})) == round_sampling_hash(loop({}))
 
 
 def test_hf_backend_loads_the_same_folder(tiny_model_dir, lake):

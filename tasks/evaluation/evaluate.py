@@ -16,11 +16,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from schemas.generation import PromptFormat, SamplingConfig
+from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from schemas.loop import EvalStage, GenerationStage
 from schemas.policy import ScoreRef, check_score_names
 from tasks.evaluation.metrics import MetricValue, Sample, evaluate_groups, greedy_accuracy, metric_rows, metric_value
-from tasks.generation.generate import GenerationBackend, format_prompt, generate_candidates, generation_hash
+from tasks.generation.generate import (GenerationBackend, backend_engine, format_prompt, generate_candidates,
+                                      generation_hash)
 from tasks.lake import ids
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
@@ -51,12 +52,12 @@ def greedy_sampling(sampling: SamplingConfig) -> SamplingConfig:
 
 def eval_hash(sampling: SamplingConfig, fmt: PromptFormat, prompt_ids: Sequence[str],
               scorers: Sequence[Any], rm_scorers: Sequence[str] = (), step_separator: str = "\n",
-              reference_id: str | None = None) -> str:
-    """Id of an evaluation's config: sampled and greedy generation (with the step separator), the
-    eval prompt set, the rule scorers' versions, the reward scores read for rm@k and the model the
-    drift's log-ratio is measured against."""
-    return ids.content_hash("eval", generation_hash(sampling, fmt, step_separator),
-                            generation_hash(greedy_sampling(sampling), fmt, step_separator),
+              reference_id: str | None = None, *, engine: EngineConfig) -> str:
+    """Id of an evaluation's config: sampled and greedy generation (with the step separator and the
+    engine), the eval prompt set, the rule scorers' versions, the reward scores read for rm@k and
+    the model the drift's log-ratio is measured against."""
+    return ids.content_hash("eval", generation_hash(sampling, fmt, step_separator, engine),
+                            generation_hash(greedy_sampling(sampling), fmt, step_separator, engine),
                             sorted(prompt_ids), {s.name: s.version for s in scorers}, sorted(rm_scorers),
                             DRIFT_VERSION, reference_id)
 
@@ -192,8 +193,9 @@ def evaluate_model(
     for params in [sampling] if greedy == sampling else [sampling, greedy]:
         generate_candidates(lake, backend, prompts, model_id=model_id, iteration=iteration,
                             sampling=params, fmt=fmt, chunk_size=chunk_size, step_separator=step_separator)
-    sampled = eval_candidates(lake, iteration, model_id, generation_hash(sampling, fmt, step_separator))
-    greedy_rows = eval_candidates(lake, iteration, model_id, generation_hash(greedy, fmt, step_separator))
+    engine = backend_engine(backend)
+    sampled = eval_candidates(lake, iteration, model_id, generation_hash(sampling, fmt, step_separator, engine))
+    greedy_rows = eval_candidates(lake, iteration, model_id, generation_hash(greedy, fmt, step_separator, engine))
     distinct = list({c["candidate_id"]: c for c in sampled + greedy_rows}.values())
     for scorer in scorers:
         score_candidates(lake, scorer, distinct, iteration)
@@ -206,7 +208,7 @@ def evaluate_model(
                   else log_ratios(sampled, reference[0], fmt))
     values += drift_metrics(sampled, verdicts, sampling.n, ratios)
     config_hash = eval_hash(sampling, fmt, [p["prompt_id"] for p in prompts], scorers, rm_scorers,
-                            step_separator, None if reference is None else reference[1])
+                            step_separator, None if reference is None else reference[1], engine=engine)
     rows = metric_rows(values, run_id, iteration, model_id, EVAL_SPLIT, benchmark, config_hash)
     lake.write("evals", rows, iteration=iteration, shard=f"evals-{run_id}-{model_id}-{config_hash}")
     headline = {f"{v.metric}@{v.k}" + (f"[{v.scorer}]" if v.scorer else ""): v.value for v in values}

@@ -49,6 +49,8 @@ class GenerationBackend(Protocol):
     """A started engine: `generate` returns exactly `sampling.n` completions per prompt."""
 
     name: str
+    # Optional: `engine`, the EngineConfig it was started with; its backend and dtype name the
+    # samples (`engine_identity`). A backend without one counts as the default engine.
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
                  seeds: Sequence[int]) -> list[list[Completion]]: ...
@@ -257,6 +259,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path: str | os.PathLike[str], engine: EngineConfig) -> None:
+        self.engine = engine
         on_gpu = _cuda_available()
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -426,6 +429,7 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.engine = engine
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         if engine.dtype not in ("auto", "float32", "float", "bfloat16"):
@@ -521,6 +525,7 @@ class OpenAIBackend:
             raise GenerationError("backend 'openai' needs engine.api_model or a model path")
         self.client = httpx.Client(timeout=engine.request_timeout_s)
         self.tokenizer = None
+        self.engine = engine
 
     @staticmethod
     def _one_line(text: str, limit: int = 300) -> str:
@@ -755,10 +760,32 @@ def candidate_rows(prompt_id: str, completions: Sequence[Completion], *, model_i
     return rows
 
 
-def generation_hash(sampling: SamplingConfig, fmt: PromptFormat, step_separator: str) -> str:
-    """Hash of everything that shapes a sample besides the prompt and model."""
-    return ids.sampling_hash({"sampling": sampling.model_dump(), "format": fmt.model_dump(),
-                              "step_separator": step_separator})
+DEFAULT_ENGINE_IDENTITY = {"backend": "vllm", "dtype": "auto"}
+
+
+def engine_identity(engine: EngineConfig) -> dict[str, str]:
+    """What of the engine names its samples: the backend and the dtype (another backend draws other
+    samples from the same seeds, another dtype other numerics); empty for the default engine (vLLM,
+    dtype auto), so that candidates written before engines were named keep their ids."""
+    named = {"backend": engine.backend, "dtype": engine.dtype}
+    return {} if named == DEFAULT_ENGINE_IDENTITY else named
+
+
+def backend_engine(backend: Any) -> EngineConfig:
+    """The EngineConfig a backend was started with; the default engine's for one that has none."""
+    engine = getattr(backend, "engine", None)
+    return engine if isinstance(engine, EngineConfig) else EngineConfig()
+
+
+def generation_hash(sampling: SamplingConfig, fmt: PromptFormat, step_separator: str,
+                    engine: EngineConfig) -> str:
+    """Hash of everything that shapes a sample besides the prompt and model: the sampling settings,
+    the prompt format, the step separator, and the engine when it is not the default one."""
+    params: dict[str, Any] = {"sampling": sampling.model_dump(), "format": fmt.model_dump(),
+                              "step_separator": step_separator}
+    if engine_identity(engine):
+        params["engine"] = engine_identity(engine)
+    return ids.sampling_hash(params)
 
 
 def generation_chunks(prompts: Sequence[dict], chunk_size: int) -> list[list[dict]]:
@@ -805,7 +832,7 @@ def generate_candidates(
     if not prompts:
         raise GenerationError("no prompts to generate for")
     started = time.perf_counter()
-    s_hash = generation_hash(sampling, fmt, step_separator)
+    s_hash = generation_hash(sampling, fmt, step_separator, backend_engine(backend))
     chunks = generation_chunks(prompts, chunk_size)
     existing = {k[0] for k in lake.existing_keys("candidates", iteration, ["candidate_id"])}
     missing = [

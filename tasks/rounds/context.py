@@ -72,7 +72,7 @@ def model_for_round(config: LoopConfig, iteration: int) -> ModelRef:
 def round_sampling_hash(config: LoopConfig) -> str:
     """The generation hash of the round's train candidates (with model_id, it names a round's set)."""
     g = config.generation
-    return generation_hash(g.sampling, g.format, g.step_separator)
+    return generation_hash(g.sampling, g.format, g.step_separator, g.engine)
 
 
 @dataclass(frozen=True)

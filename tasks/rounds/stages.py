@@ -69,7 +69,7 @@ def evaluate_in_round(round_: Round, engine: LazyBackend, model: ModelRef, itera
     base = round_.base()
     config_hash = eval_hash(e.sampling, g.format, [p["prompt_id"] for p in prompts], scorers, e.rm_scorers,
                             step_separator=g.step_separator,
-                            reference_id=base and base.model_id)
+                            reference_id=base and base.model_id, engine=g.engine)
     done = evaluated(lake, config.run_id, model.model_id, iteration, config_hash)
     if done is not None:
         _log().info("evaluate %s: already done", model.model_id)

@@ -56,7 +56,7 @@ class BestOfNRun:
         policy_path = str(check_model_folder(config.policy_model))
         judge_path = str(check_model_folder(config.judge.model)) if config.judge.model else policy_path
         return cls(config, Lake(config.lake), policy_path, model_id_for(policy_path), judge_path,
-                   model_id_for(judge_path), generation_hash(config.sampling, config.format, "\n"))
+                   model_id_for(judge_path), generation_hash(config.sampling, config.format, "\n", config.engine))
 
 
 # -- plan -----------------------------------------------------------------------------------------

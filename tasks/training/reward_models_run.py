@@ -52,7 +52,7 @@ class RewardModelsRun:
         """The policy's candidates of a split under the run's sampling for that split."""
         sampling = self.config.train_sampling if split == "train" else self.config.eval_sampling
         return load_candidates(self.lake, self.config.iteration, model_id=self.policy_id, prompt_split=split,
-                               sampling_hash=generation_hash(sampling, self.config.format, "\n"))
+                               sampling_hash=generation_hash(sampling, self.config.format, "\n", self.config.engine))
 
 
 def _log() -> Any:

@@ -24,7 +24,7 @@ import pytest
 
 import tasks.lake.store
 from schemas import table_spec
-from schemas.generation import PromptFormat, SamplingConfig
+from schemas.generation import EngineConfig, PromptFormat, SamplingConfig
 from schemas.policy import PRESETS
 from tasks.generation.generate import Completion, generate_candidates, generation_chunks, generation_hash
 from tasks.lake import ids
@@ -94,7 +94,7 @@ def run_stages(lake: Lake, prompts: list[dict], sampling: SamplingConfig, rng: r
         shard = [p for chunk in chunks[g::groups] for p in chunk]
         generate_candidates(lake, FakeEngine(), shard, model_id=MODEL, iteration=0, sampling=sampling, fmt=FORMAT,
                             chunk_size=chunk_size)
-    s_hash = generation_hash(sampling, FORMAT, "\n")
+    s_hash = generation_hash(sampling, FORMAT, "\n", EngineConfig())
     candidates = load_candidates(lake, 0, model_id=MODEL, prompt_split="train", sampling_hash=s_hash)
     scorer = VerifierScorer("exact", workers=1)
     try:
@@ -161,7 +161,7 @@ def check_case(seed: int, tmp_path: Path, monkeypatch) -> None:
     # Independent of the code under test: exactly n candidates per prompt, with the ids the id
     # rule gives, and each verdict the arithmetic truth of the text.
     candidates = lake.read("candidates").to_pylist()
-    s_hash = generation_hash(sampling, FORMAT, "\n")
+    s_hash = generation_hash(sampling, FORMAT, "\n", EngineConfig())
     assert sorted(c["candidate_id"] for c in candidates) == sorted(
         ids.candidate_id(p["prompt_id"], MODEL, s_hash, i) for p in prompt_rows(problems) for i in range(n))
     texts = {c["candidate_id"]: c["text"] for c in candidates}
