@@ -12,6 +12,24 @@ from tasks.lake import ids
 from tasks.lake.store import Lake
 
 
+# ---------------------------------------------------------------- comparing tables
+
+def row_differences(left: Sequence[dict], right: Sequence[dict], key: Sequence[str],
+                    names: tuple[str, str] = ("left", "right")) -> list[str]:
+    """Where two tables' rows part, by key: each key only one side has, each column that differs
+    in a row both have (values cut to 200 characters), and duplicate keys; empty when equal."""
+    keyed = lambda rows: {tuple(r[k] for k in key): r for r in rows}  # noqa: E731
+    a, b = keyed(left), keyed(right)
+    out = [f"{k}: only on {names[0]}" for k in sorted(a.keys() - b.keys())]
+    out += [f"{k}: only on {names[1]}" for k in sorted(b.keys() - a.keys())]
+    for k in sorted(a.keys() & b.keys()):
+        out += [f"{k} {col}: {str(a[k][col])[:200]} != {str(b[k][col])[:200]}"
+                for col in a[k] if a[k][col] != b[k][col]]
+    if len(left) != len(a) or len(right) != len(b):
+        out.append(f"duplicate keys: {len(left)} rows / {len(a)} keys vs {len(right)} rows / {len(b)} keys")
+    return out
+
+
 # ---------------------------------------------------------------- simple rows
 
 def simple_score_rows(n: int, iteration: int = 0, scorer: str = "verifier") -> list[dict]:

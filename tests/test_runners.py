@@ -19,6 +19,7 @@ from tasks.lake.store import Lake
 from tasks.prompts.demo_task import make_splits
 from tasks.prompts.sources import demo_prompt_rows, write_prompts
 from tasks.runtime.runners import group_units
+from tests.helpers import row_differences
 
 
 def test_group_units_keeps_units_whole_and_in_order():
@@ -72,27 +73,12 @@ def table_rows(lake: Lake, table: str, order: str) -> list[dict]:
     return [dict(zip(relation.columns, row)) for row in relation.fetchall()]
 
 
-def row_differences(left: list[dict], right: list[dict], key: tuple[str, ...]) -> list[str]:
-    """Each row one side has and the other lacks, and each column that differs in a row both have,
-    by key: empty when the tables are equal, else a readable account of where they part."""
-    keyed = lambda rows: {tuple(r[k] for k in key): r for r in rows}  # noqa: E731
-    a, b = keyed(left), keyed(right)
-    out = [f"{k}: only on threads" for k in a.keys() - b.keys()]
-    out += [f"{k}: only on the cluster" for k in b.keys() - a.keys()]
-    for k in sorted(a.keys() & b.keys()):
-        out += [f"{k} {col}: {str(a[k][col])[:200]} != {str(b[k][col])[:200]}"
-                for col in a[k] if a[k][col] != b[k][col]]
-    if len(left) != len(a) or len(right) != len(b):
-        out.append(f"duplicate keys: {len(left)} rows / {len(a)} keys vs {len(right)} rows / {len(b)} keys")
-    return out
-
-
 def test_row_differences_names_missing_rows_and_differing_columns():
     left = [{"id": "a", "x": 1.0, "t": "s"}, {"id": "b", "x": 2.0, "t": "u"}]
     assert row_differences(left, [dict(r) for r in left], ("id",)) == []
     changed = [{"id": "a", "x": 1.0000001, "t": "s"}, {"id": "c", "x": 2.0, "t": "u"}]
-    assert row_differences(left, changed, ("id",)) == [
-        "('b',): only on threads", "('c',): only on the cluster", "('a',) x: 1.0 != 1.0000001"]
+    assert row_differences(left, changed, ("id",), names=("threads", "cluster")) == [
+        "('b',): only on threads", "('c',): only on cluster", "('a',) x: 1.0 != 1.0000001"]
     assert row_differences(left, left + left[:1], ("id",)) == [
         "duplicate keys: 2 rows / 2 keys vs 3 rows / 2 keys"]
 
@@ -129,7 +115,8 @@ def test_a_local_cluster_writes_the_same_rows_as_threads(on_threads, kind, tiny_
     for table, key in (("candidates", ("candidate_id",)), ("scores", ("candidate_id", "scorer"))):
         left, right = table_rows(a, table, ", ".join(key)), table_rows(b, table, ", ".join(key))
         assert len(left) >= 60
-        assert not row_differences(left, right, key), (table, row_differences(left, right, key))
+        apart = row_differences(left, right, key, names=("threads", kind))
+        assert not apart, (table, apart)
     # five chunks of four prompts: one shard of five chunks on threads, two shards (3 + 2) on the
     # cluster; the same chunk files either way
     names = lambda lake: sorted(p.name for p in lake.shards("candidates"))  # noqa: E731

@@ -79,14 +79,17 @@ def lake_of(config: Path) -> Lake:
     return Lake(yaml.safe_load(config.read_text())["lake"])
 
 
-def snapshot(lake: Lake) -> dict[str, list[tuple]]:
-    """Every row of every table the iteration writes, without the volatile columns, sorted."""
+def snapshot(lake: Lake) -> dict[str, list[dict]]:
+    """Every row of every table the iteration writes (column -> value), without the volatile
+    columns, sorted."""
     con = connect(lake)
     out = {}
     for table in TABLES:
         exclude = VOLATILE.get(table, [])
         cols = f"* EXCLUDE ({', '.join(exclude)})" if exclude else "*"
-        out[table] = sorted(con.sql(f"SELECT {cols} FROM {table}").fetchall(), key=repr)
+        relation = con.sql(f"SELECT {cols} FROM {table}")
+        rows = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+        out[table] = sorted(rows, key=lambda row: repr(tuple(row.values())))
     return out
 
 

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
+from schemas import table_spec
 from tasks.lake.sql import connect
+from tests.helpers import row_differences
 from tests.prefect_stack import running_server
 from tests.reliability.iteration_runs import (
     copy_run, duplicate_keys, lake_of, run_iteration_process, snapshot, start_iteration,
@@ -80,7 +82,9 @@ def crash_then_resume(prepared, server, reference, folder, crash_at: str | None 
     assert duplicate_keys(lake) == {table: 0 for table in reference}
     after = snapshot(lake)
     for table, rows in reference.items():
-        assert after[table] == rows, f"{table} differs after a crash at {crash_at or kill_after_s}"
+        apart = row_differences(rows, after[table], table_spec(table).key, names=("the reference", "the resumed run"))
+        assert not apart and after[table] == rows, \
+            f"{table} differs after a crash at {crash_at or kill_after_s}: {apart}"
     return killed
 
 
