@@ -131,9 +131,16 @@ def test_shipped_configs_are_valid():
     from schemas.config import load_config
     from schemas.loop import LoopConfig
     from tests.conftest import PROJECT_ROOT
-    for name in ("demo.yaml", "demo-mc.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml"):
+    for name in ("demo.yaml", "demo-mc.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml", "demo-consensus.yaml"):
         config = load_config(PROJECT_ROOT / "configs" / name, LoopConfig)
         assert config.rounds >= 1
+    # the consensus config is the default arm with Math-Shepherd labels as a second filter
+    default, consensus = (load_config(PROJECT_ROOT / "configs" / name, LoopConfig)
+                          for name in ("demo.yaml", "demo-consensus.yaml"))
+    assert consensus.model_copy(update={"run_id": default.run_id, "selection": default.selection,
+                                        "scoring": default.scoring}) == default
+    assert [s.kind for s in consensus.selection.steps] == ["keep_correct", "threshold", "steps_above"]
+    assert [r.kind for r in consensus.scoring.reward_models] == ["confidence", "math_shepherd"]
 
 
 def test_demo_arms_differ_only_in_their_selection_signal_and_weight_merging():
