@@ -783,8 +783,8 @@ def generation_hash(sampling: SamplingConfig, fmt: PromptFormat, step_separator:
     the prompt format, the step separator, and the engine when it is not the default one."""
     params: dict[str, Any] = {"sampling": sampling.model_dump(), "format": fmt.model_dump(),
                               "step_separator": step_separator}
-    if engine_identity(engine):
-        params["engine"] = engine_identity(engine)
+    if identity := engine_identity(engine):
+        params["engine"] = identity
     return ids.sampling_hash(params)
 
 
