@@ -12,6 +12,16 @@ from tasks.lake import ids
 from tasks.lake.store import Lake
 
 
+# ---------------------------------------------------------------- time bounds
+
+# The wall-clock bound of tests that guard against super-linear time (regex backtracking, quadratic
+# loops) on inputs of a megabyte or 10,000 candidates: a super-linear path takes hours on them, a
+# linear one 0.05-0.5 s on an idle machine. Tests share the machine with other work: one such
+# check took 2.03 s for 0.15 s of work beside a demo run, so the bound leaves room for a loaded
+# machine and still fails a super-linear path. Throughput is measured in bench/, not here.
+LINEAR_TIME_BOUND_S = 30.0
+
+
 # ---------------------------------------------------------------- comparing tables
 
 def row_differences(left: Sequence[dict], right: Sequence[dict], key: Sequence[str],

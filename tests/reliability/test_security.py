@@ -50,6 +50,7 @@ from tasks.scoring.step_verify import step_labels
 from tasks.scoring.verify import Verifier, VerifyItem, extract_answer
 from tasks.scoring.vote import majority_answer, vote_shares
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import LINEAR_TIME_BOUND_S
 
 SOURCE_DIRS = ("flows", "tasks", "schemas")
 DEMO_PROBLEM, DEMO_REFERENCE = "((7+5)*3)-4", "32"
@@ -448,7 +449,7 @@ def test_the_verdict_comes_only_from_the_judges_completion() -> None:
     started = time.perf_counter()
     assert parse_verdict("\\boxed{" * 200_000 + "1" + "}" * 200_000) is None
     assert neutralise("<" * 1_000_000 + "\\" * 1_000_000 + "boxed") == "<<boxed"
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < LINEAR_TIME_BOUND_S  # about 0.15 s when idle
 
 
 def chat_tokenizer():
