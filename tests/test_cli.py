@@ -131,7 +131,8 @@ def test_shipped_configs_are_valid():
     from schemas.config import load_config
     from schemas.loop import LoopConfig
     from tests.conftest import PROJECT_ROOT
-    for name in ("demo.yaml", "demo-mc.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml", "demo-consensus.yaml"):
+    for name in ("demo.yaml", "demo-mc.yaml", "demo-answer-only.yaml", "gsm8k-qwen.yaml", "demo-consensus.yaml",
+                 "demo-keep-correct.yaml"):
         config = load_config(PROJECT_ROOT / "configs" / name, LoopConfig)
         assert config.rounds >= 1
     # the consensus config is the default arm with Math-Shepherd labels as a second filter
@@ -141,6 +142,10 @@ def test_shipped_configs_are_valid():
                                         "scoring": default.scoring}) == default
     assert [s.kind for s in consensus.selection.steps] == ["keep_correct", "threshold", "steps_above"]
     assert [r.kind for r in consensus.scoring.reward_models] == ["confidence", "math_shepherd"]
+    # the control keeps every answer-correct sample: the default arm without its threshold
+    control = load_config(PROJECT_ROOT / "configs" / "demo-keep-correct.yaml", LoopConfig)
+    assert control.model_copy(update={"run_id": default.run_id, "selection": default.selection}) == default
+    assert control.run_id != default.run_id and [s.kind for s in control.selection.steps] == ["keep_correct"]
 
 
 def test_demo_arms_differ_only_in_their_selection_signal_and_weight_merging():
