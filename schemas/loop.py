@@ -285,11 +285,14 @@ class FinetuneStage(Strict):
     # weight-space ensembling with the base model (WiSE-FT): the saved model's weights are
     # (1 - merge_with_base) * finetuned + merge_with_base * base; 0 saves the finetuned weights
     merge_with_base: float = Field(0.0, ge=0, lt=1)
-    # per-token weights in the SFT loss: `prl` weighs each step's tokens by its PRL process value
-    # (scores of `token_weight_scorer`), clipped to [0, token_weight_clip], divided by the sample's mean
-    token_weights: Literal["none", "prl"] = "none"
+    # per-token weights in the SFT loss from a step scorer's step scores (`token_weight_scorer`):
+    # `prl` weighs each step's tokens by its PRL process value, clipped to [0, token_weight_clip],
+    # divided by the sample's mean; `prefix` learns each sample only up to its first step scored below
+    # `token_weight_min` (weight 1 before it, 0 from it on, EOS included)
+    token_weights: Literal["none", "prl", "prefix"] = "none"
     token_weight_scorer: str = Field("prl", min_length=1)
     token_weight_clip: float = Field(2.0, gt=0)
+    token_weight_min: float = 0.0
     # LoRA through peft (for large models); None = full finetuning. The adapter is merged into the
     # saved checkpoint, so the next round's engine loads a plain model folder.
     lora_r: int | None = Field(None, ge=1)

@@ -304,8 +304,8 @@ def test_a_stage_at_its_defaults_hashes_as_before_the_later_settings_existed():
 
     stage = FinetuneStage(learning_rate=3e-4)
     before = {k: v for k, v in stage.model_dump(mode="json").items()
-              if k not in ("token_weights", "token_weight_scorer", "token_weight_clip", "max_steps", "batching",
-                           "merge_with_base")}
+              if k not in ("token_weights", "token_weight_scorer", "token_weight_clip", "token_weight_min", "max_steps",
+                           "batching", "merge_with_base")}
     assert stage_fingerprint(stage) == before
     merging = FinetuneStage(learning_rate=3e-4, merge_with_base=0.5)
     assert content_hash("finetune", stage_fingerprint(merging)) != content_hash("finetune", before)

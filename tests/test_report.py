@@ -211,16 +211,24 @@ def test_reward_model_quality_per_round_hand_computed(lake: Lake, tmp_path: Path
 def test_each_arm_says_how_it_selected_and_finetuned(lake: Lake, tmp_path: Path):
     build_run(lake, "merged", {0: [1, 2], 1: [2, 3]})
     build_run(lake, "older", {0: [1, 2], 1: [1, 1]})
+    build_run(lake, "prefix", {0: [1, 2], 1: [2, 2]})
     reports = tmp_path / "reports"
-    for run_id in ("merged", "older"):
+    for run_id in ("merged", "older", "prefix"):
         (reports / run_id).mkdir(parents=True)
     finetune = {"start_from": "previous", "epochs": 15.0, "max_steps": None, "learning_rate": 0.0003,
                 "batching": "by_length", "token_weights": "none", "merge_with_base": 0.3}
     (reports / "merged" / "rounds.json").write_text(json.dumps(
         {"rounds": [], "recipe": {"selection": "rft_conf", "finetune": finetune}}))
     (reports / "older" / "rounds.json").write_text(json.dumps({"rounds": []}))  # written before recipes
-    _, markdown = write_report(lake, ["merged", "older"], reports)
+    prefix = {**finetune, "merge_with_base": 0.0, "token_weights": "prefix", "token_weight_scorer": "confidence",
+              "token_weight_min": -0.3}
+    (reports / "prefix" / "rounds.json").write_text(json.dumps(
+        {"rounds": [], "recipe": {"selection": "keep_correct", "finetune": prefix}}))
+    _, markdown = write_report(lake, ["merged", "older", "prefix"], reports)
     lines = markdown.splitlines()
+    assert lines[lines.index("## prefix") + 2] == (
+        "Selection `keep_correct`; finetuning 15 epochs at learning rate 0.0003 from the previous round's model, "
+        "batches by_length, each sample learned up to its first step scored below -0.3 by `confidence`.")
     merged_at, older_at = lines.index("## merged"), lines.index("## older")
     assert lines[merged_at + 2] == ("Selection `rft_conf`; finetuning 15 epochs at learning rate 0.0003 from the "
                                     "previous round's model, batches by_length; each round's model merged 30% "

@@ -78,7 +78,10 @@ def recipe_line(recipe: dict) -> str:
     start = "the base model" if ft["start_from"] == "base" else "the previous round's model"
     text = (f"Selection `{recipe['selection']}`; finetuning {budget} at learning rate "
             f"{ft['learning_rate']:g} from {start}, batches {ft['batching']}")
-    if ft["token_weights"] != "none":
+    if ft["token_weights"] == "prefix":
+        text += (f", each sample learned up to its first step scored below {ft['token_weight_min']:g} "
+                 f"by `{ft['token_weight_scorer']}`")
+    elif ft["token_weights"] != "none":
         text += f", token weights {ft['token_weights']}"
     if ft["merge_with_base"]:
         text += f"; each round's model merged {100 * ft['merge_with_base']:g}% with the base model"

@@ -480,9 +480,9 @@ def train_config_for_stage(stage) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in stage.model_dump().items() if k in names})
 
 
-TOKEN_WEIGHT_FIELDS = ("token_weights", "token_weight_scorer", "token_weight_clip")
+TOKEN_WEIGHT_FIELDS = ("token_weights", "token_weight_scorer", "token_weight_clip", "token_weight_min")
 # settings added after models were made with their default: left out of the id while at it
-LATER_DEFAULTS = {"max_steps": None, "batching": "shuffle", "merge_with_base": 0.0}
+LATER_DEFAULTS = {"max_steps": None, "batching": "shuffle", "merge_with_base": 0.0, "token_weight_min": 0.0}
 
 
 def stage_fingerprint(stage) -> dict:
@@ -510,6 +510,27 @@ def prl_step_weights(values: Sequence[float], clip: float) -> list[float]:
     return [c / mean for c in clipped]
 
 
+def prefix_step_weights(values: Sequence[float], minimum: float) -> list[float]:
+    """Per-step token weights that learn a sample only up to its first doubted step: 1 for each step
+    before the first one scored below `minimum`, 0 for it and every step after.
+
+    A right answer behind a wrong step teaches the wrong step and what follows from it; its steps
+    before the first doubt are still worth learning. A sample doubted from its first step is kept
+    and learns nothing (all weights 0).
+    """
+    first_doubt = next((i for i, v in enumerate(values) if float(v) < minimum), len(values))
+    return [1.0] * first_doubt + [0.0] * (len(values) - first_doubt)
+
+
+def step_weights(values: Sequence[float], stage) -> list[float]:
+    """The per-step token weights of `stage.token_weights` (`prl` or `prefix`) from one sample's step scores."""
+    if stage.token_weights == "prl":
+        return prl_step_weights(values, stage.token_weight_clip)
+    if stage.token_weights == "prefix":
+        return prefix_step_weights(values, stage.token_weight_min)
+    raise ValueError(f"token_weights: {stage.token_weights!r} has no step weights")
+
+
 def token_weight_spans(lake, iteration: int, rows: Sequence[dict], stage, step_separator: str,
                        ) -> dict[str, tuple[tuple[int, float], ...]]:
     """Per kept candidate, the (end, weight) spans of its completion from the scorer's step values;
@@ -527,11 +548,11 @@ def token_weight_spans(lake, iteration: int, rows: Sequence[dict], stage, step_s
         steps, found = split_steps(r["text"], step_separator), values.get(r["candidate_id"])
         if not found:
             raise ValueError(f"token_weights: {stage.token_weights} needs {scorer!r} step scores, and kept candidate "
-                             f"{r['candidate_id']} has none: add {{kind: prl}} to scoring.reward_models")
+                             f"{r['candidate_id']} has none: score the round with {scorer!r} (scoring.reward_models)")
         if len(found) != len(steps):
             raise ValueError(f"kept candidate {r['candidate_id']} has {len(steps)} steps but {len(found)} "
                              f"{scorer!r} step scores")
-        weights = prl_step_weights(found, stage.token_weight_clip)
+        weights = step_weights(found, stage)
         out[r["candidate_id"]] = tuple((end, w) for (_, end), w in zip(steps, weights))
     return out
 
