@@ -12,10 +12,10 @@ from schemas.loop import FinetuneStage
 from tasks.generation.generate import split_steps
 from tasks.lake.ids import content_hash
 from tasks.prompts.tiny_model import build_tokenizer
-from tests.helpers import WORLD, build, cid, pid
 from tasks.training.finetune import (Example, _Batcher, _weighted_completion_loss, completion_token_weights,
                                      encode_examples, prefix_step_weights, prl_step_weights,
                                      stage_fingerprint, step_weights, token_weight_spans)
+from tests.helpers import WORLD, build, cid, pid
 
 
 def test_prl_step_weights_clip_at_zero_and_the_cap_then_average_one():
