@@ -118,6 +118,17 @@ class Threshold(_Config):
     min: FiniteFloat
 
 
+class ThresholdOrTopK(_Config):
+    """Keep candidates whose score is at least `min`, and in every prompt its `k` best by the score
+    even below `min`: a prompt none of whose candidates reach the threshold still keeps its best
+    (ties to the lower sample_index). The current order is kept; a null score does not pass."""
+
+    kind: Literal["threshold_or_top_k"] = "threshold_or_top_k"
+    score: ScoreRef
+    min: FiniteFloat
+    k: Annotated[int, Field(ge=1)] = 1
+
+
 class PrmMinThreshold(_Config):
     """Keep candidates whose lowest PRM step score is at least `min`; no step scores do not pass."""
 
@@ -225,7 +236,7 @@ class PrlWeights(_Config):
 
 Step = Annotated[
     Union[
-        KeepCorrect, KeepAllStepsCorrect, Threshold, PrmMinThreshold, StepsAbove, BestOfN, TopK,
+        KeepCorrect, KeepAllStepsCorrect, Threshold, ThresholdOrTopK, PrmMinThreshold, StepsAbove, BestOfN, TopK,
         MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, PrlWeights,
     ],
     Field(discriminator="kind"),

@@ -10,7 +10,7 @@ from schemas import table_spec
 from schemas.policy import (
     PRESETS, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
     PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Threshold,
-    TopK, canonical, policy_from_dict, policy_from_yaml, read_policy,
+    ThresholdOrTopK, TopK, canonical, policy_from_dict, policy_from_yaml, read_policy,
 )
 from tasks.lake.store import Lake
 from tasks.selection.select import apply_policy, policy_hash, score_column, scored_candidates, select
@@ -121,6 +121,21 @@ def test_threshold_on_aggregated_steps(frame):
     # means: a 0.85 0.625 0.55 0.8; b0 0.6; b1 has no steps (null never passes)
     assert run(frame, Threshold(score=ref, min=0.6)) == by_prompt(
         {"a": ["a0", "a1", "a3"], "b": ["b0"]})
+
+
+def test_threshold_or_top_k_keeps_each_prompts_best_below_the_threshold(frame):
+    # orm: a .2 .9 .9 .5, b .1 .3, c .4 .4, d .5 .1 .4 .4 .1; at least .45: a1 a2 a3 d0
+    step = ThresholdOrTopK(score=ScoreRef(scorer="orm"), min=0.45)
+    assert run(frame, step) == by_prompt(
+        {"a": ["a1", "a2", "a3"], "b": ["b1"], "c": ["c0"], "d": ["d0"]})
+    # after keep_correct: a0 a1 a3, b0 b1; k=2 adds a prompt's second best, in the current order
+    assert run(frame, KeepCorrect(), step) == by_prompt({"a": ["a1", "a3"], "b": ["b1"]})
+    two = ThresholdOrTopK(score=ScoreRef(scorer="orm"), min=0.45, k=2)
+    assert run(frame, KeepCorrect(), two) == by_prompt({"a": ["a1", "a3"], "b": ["b0", "b1"]})
+    # a null score never passes the threshold nor ranks: b1 has no prm steps
+    mean = ScoreRef(scorer="prm", field="steps", aggregate="mean")
+    assert run(frame, KeepCorrect(), ThresholdOrTopK(score=mean, min=0.9)) == by_prompt(
+        {"a": ["a0"], "b": ["b0"]})
 
 
 def test_prm_min_threshold(frame):

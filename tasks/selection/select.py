@@ -27,7 +27,8 @@ import pyarrow.parquet  # noqa: F401  (pa.parquet)
 from schemas import table_spec
 from schemas.policy import (
     BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
-    PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, StepsAbove, Threshold, TopK,
+    PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, StepsAbove, Threshold,
+    ThresholdOrTopK, TopK,
     canonical,
 )
 from tasks.lake.ids import canonical_json, content_hash
@@ -249,6 +250,17 @@ def _threshold(step: Threshold, ctx: _Context, kept: Kept) -> Kept:
     return _at_least(ctx, kept, step.score, step.min)
 
 
+def _threshold_or_top_k(step: ThresholdOrTopK, ctx: _Context, kept: Kept) -> Kept:
+    ctx.check(step.score)
+    best = {r["candidate_id"] for rows in _rank(kept, ctx, step.score, step.k).values() for r in rows}
+
+    def keep(row: Row) -> bool:
+        score = ctx.number(row, step.score)
+        return row["candidate_id"] in best or (score is not None and score >= step.min)
+
+    return _filter(kept, keep)
+
+
 def _prm_min_threshold(step: PrmMinThreshold, ctx: _Context, kept: Kept) -> Kept:
     return _at_least(ctx, kept, ScoreRef(scorer=step.scorer, field="steps", aggregate="min"),
                      step.min)
@@ -357,6 +369,7 @@ STEPS: dict[str, Callable[[Any, _Context, Kept], Kept]] = {
     "keep_correct": _keep_correct,
     "keep_all_steps_correct": _keep_all_steps_correct,
     "threshold": _threshold,
+    "threshold_or_top_k": _threshold_or_top_k,
     "prm_min_threshold": _prm_min_threshold,
     "steps_above": _steps_above,
     "best_of_n": _best_of_n,
