@@ -212,6 +212,16 @@ class MaxPerPrompt(_Config):
     m: Annotated[int, Field(ge=1)]
 
 
+class Subsample(_Config):
+    """Keep a pseudo-random `share` of the candidates, each kept or not by a hash of `seed` and its
+    candidate_id alone (so the same candidate is kept in every run, whatever else the frame holds).
+    A control for a filter that keeps that share: what fewer samples do without a signal."""
+
+    kind: Literal["subsample"] = "subsample"
+    share: Fraction
+    seed: int = 0
+
+
 class PrlWeights(_Config):
     """Give each kept sample a weight from a PRL score instead of 1.0.
 
@@ -237,7 +247,7 @@ class PrlWeights(_Config):
 Step = Annotated[
     Union[
         KeepCorrect, KeepAllStepsCorrect, Threshold, ThresholdOrTopK, PrmMinThreshold, StepsAbove, BestOfN, TopK,
-        MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, PrlWeights,
+        MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, Subsample, PrlWeights,
     ],
     Field(discriminator="kind"),
 ]

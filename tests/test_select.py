@@ -9,8 +9,8 @@ import pytest
 from schemas import table_spec
 from schemas.policy import (
     PRESETS, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
-    PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Threshold,
-    ThresholdOrTopK, TopK, canonical, policy_from_dict, policy_from_yaml, read_policy,
+    PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Subsample,
+    Threshold, ThresholdOrTopK, TopK, canonical, policy_from_dict, policy_from_yaml, read_policy,
 )
 from tasks.lake.store import Lake
 from tasks.selection.select import apply_policy, policy_hash, score_column, scored_candidates, select
@@ -136,6 +136,30 @@ def test_threshold_or_top_k_keeps_each_prompts_best_below_the_threshold(frame):
     mean = ScoreRef(scorer="prm", field="steps", aggregate="mean")
     assert run(frame, KeepCorrect(), ThresholdOrTopK(score=mean, min=0.9)) == by_prompt(
         {"a": ["a0"], "b": ["b0"]})
+
+
+def hashed_share(candidate_id: str, seed: int) -> float:
+    """Where a candidate falls in [0, 1) for subsample: the first 16 hex digits of SHA-256."""
+    import hashlib
+    text = '["subsample",%d,"%s"]' % (seed, candidate_id)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16) / 16 ** 16
+
+
+def test_subsample_keeps_the_candidates_its_hash_places_below_the_share(frame):
+    names = name_of()
+    every = [names[r["candidate_id"]] for r in frame.to_pylist()]
+    assert run(frame, Subsample(share=0.0)) == []
+    assert [n for n, _ in run(frame, Subsample(share=1.0))] == every
+    for seed in (0, 1):
+        place = {names[c]: hashed_share(c, seed) for c in frame.column("candidate_id").to_pylist()}
+        half = [n for n, _ in run(frame, Subsample(share=0.5, seed=seed))]
+        assert half == [n for n in every if place[n] < 0.5]
+        assert 0 < len(half) < len(every)
+        # the same candidate is kept whatever ran before: after keep_correct, the same ones
+        assert [n for n, _ in run(frame, KeepCorrect(), Subsample(share=0.5, seed=seed))] == [
+            n for n, _ in run(frame, KeepCorrect()) if place[n] < 0.5]
+    assert ([n for n, _ in run(frame, Subsample(share=0.5, seed=0))]
+            != [n for n, _ in run(frame, Subsample(share=0.5, seed=1))])
 
 
 def test_prm_min_threshold(frame):

@@ -27,8 +27,8 @@ import pyarrow.parquet  # noqa: F401  (pa.parquet)
 from schemas import table_spec
 from schemas.policy import (
     BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
-    PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, StepsAbove, Threshold,
-    ThresholdOrTopK, TopK,
+    PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, StepsAbove, Subsample,
+    Threshold, ThresholdOrTopK, TopK,
     canonical,
 )
 from tasks.lake.ids import canonical_json, content_hash
@@ -360,6 +360,13 @@ def _max_per_prompt(step: MaxPerPrompt, ctx: _Context, kept: Kept) -> Kept:
     return {p: rows[: step.m] for p, rows in kept.items()}
 
 
+def _subsample(step: Subsample, ctx: _Context, kept: Kept) -> Kept:
+    def keep(row: Row) -> bool:
+        return int(content_hash("subsample", step.seed, row["candidate_id"]), 16) < step.share * 16 ** 16
+
+    return _filter(kept, keep)
+
+
 def _prl_weights(step: PrlWeights, ctx: _Context, kept: Kept) -> Kept:
     ctx.check(step.score)  # weights are set once the final kept set is known
     return kept
@@ -378,6 +385,7 @@ STEPS: dict[str, Callable[[Any, _Context, Kept], Kept]] = {
     "pass_rate_band": _pass_rate_band,
     "dedup": _dedup,
     "max_per_prompt": _max_per_prompt,
+    "subsample": _subsample,
     "prl_weights": _prl_weights,
 }
 
