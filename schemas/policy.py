@@ -246,8 +246,8 @@ class PrlWeights(_Config):
 
 Step = Annotated[
     Union[
-        KeepCorrect, KeepAllStepsCorrect, Threshold, ThresholdOrTopK, PrmMinThreshold, StepsAbove, BestOfN, TopK,
-        MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, Subsample, PrlWeights,
+        KeepCorrect, KeepAllStepsCorrect, Threshold, ThresholdOrTopK, PrmMinThreshold, StepsAbove,
+        BestOfN, TopK, MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, Subsample, PrlWeights,
     ],
     Field(discriminator="kind"),
 ]

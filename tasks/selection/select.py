@@ -31,7 +31,7 @@ from schemas.policy import (
     Threshold, ThresholdOrTopK, TopK,
     canonical,
 )
-from tasks.lake.ids import canonical_json, content_hash
+from tasks.lake.ids import ID_HEX_CHARS, canonical_json, content_hash
 from tasks.lake.ids import policy_hash as policy_content_hash
 from tasks.lake.sql import connect
 from tasks.lake.store import Lake
@@ -361,8 +361,10 @@ def _max_per_prompt(step: MaxPerPrompt, ctx: _Context, kept: Kept) -> Kept:
 
 
 def _subsample(step: Subsample, ctx: _Context, kept: Kept) -> Kept:
+    span = 16 ** ID_HEX_CHARS  # a content hash read as a number falls in [0, span)
+
     def keep(row: Row) -> bool:
-        return int(content_hash("subsample", step.seed, row["candidate_id"]), 16) < step.share * 16 ** 16
+        return int(content_hash("subsample", step.seed, row["candidate_id"]), 16) < step.share * span
 
     return _filter(kept, keep)
 
