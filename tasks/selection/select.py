@@ -251,14 +251,9 @@ def _threshold(step: Threshold, ctx: _Context, kept: Kept) -> Kept:
 
 
 def _threshold_or_top_k(step: ThresholdOrTopK, ctx: _Context, kept: Kept) -> Kept:
-    ctx.check(step.score)
-    best = {r["candidate_id"] for rows in _rank(kept, ctx, step.score, step.k).values() for r in rows}
-
-    def keep(row: Row) -> bool:
-        score = ctx.number(row, step.score)
-        return row["candidate_id"] in best or (score is not None and score >= step.min)
-
-    return _filter(kept, keep)
+    either = (_at_least(ctx, kept, step.score, step.min), _rank(kept, ctx, step.score, step.k))
+    chosen = {r["candidate_id"] for part in either for rows in part.values() for r in rows}
+    return _filter(kept, lambda r: r["candidate_id"] in chosen)
 
 
 def _prm_min_threshold(step: PrmMinThreshold, ctx: _Context, kept: Kept) -> Kept:
