@@ -222,6 +222,22 @@ class Subsample(_Config):
     seed: int = 0
 
 
+class AnyOf(_Config):
+    """Keep a candidate when any of `steps` keeps it, each step applied alone to the candidates
+    that reach this one: a union of filters (listing steps one after another requires them all).
+    The current order is kept. E.g. a confident right answer, or an unsure one whose every
+    Math-Shepherd label is above 0."""
+
+    kind: Literal["any_of"] = "any_of"
+    steps: Annotated[list["Step"], Field(min_length=2)]
+
+    @model_validator(mode="after")
+    def _no_weighting(self) -> AnyOf:
+        if any(isinstance(step, PrlWeights) for step in self.steps):
+            raise ValueError("prl_weights sets weights, it is not a filter: put it outside any_of")
+        return self
+
+
 class PrlWeights(_Config):
     """Give each kept sample a weight from a PRL score instead of 1.0.
 
@@ -247,12 +263,14 @@ class PrlWeights(_Config):
 Step = Annotated[
     Union[
         KeepCorrect, KeepAllStepsCorrect, Threshold, ThresholdOrTopK, PrmMinThreshold, StepsAbove,
-        BestOfN, TopK, MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, Subsample, PrlWeights,
+        BestOfN, TopK, MajorityPseudoLabel, PassRateBand, Dedup, MaxPerPrompt, Subsample, AnyOf,
+        PrlWeights,
     ],
     Field(discriminator="kind"),
 ]
 STEP_KINDS: tuple[str, ...] = tuple(
     model.model_fields["kind"].default for model in get_args(get_args(Step)[0]))
+AnyOf.model_rebuild()
 
 
 class SelectionPolicy(_Config):

@@ -8,7 +8,7 @@ import pytest
 
 from schemas import table_spec
 from schemas.policy import (
-    PRESETS, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
+    PRESETS, AnyOf, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
     PassRateBand, PolicyError, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, Subsample,
     Threshold, ThresholdOrTopK, TopK, canonical, policy_from_dict, policy_from_yaml, read_policy,
 )
@@ -136,6 +136,31 @@ def test_threshold_or_top_k_keeps_each_prompts_best_below_the_threshold(frame):
     mean = ScoreRef(scorer="prm", field="steps", aggregate="mean")
     assert run(frame, KeepCorrect(), ThresholdOrTopK(score=mean, min=0.9)) == by_prompt(
         {"a": ["a0"], "b": ["b0"]})
+
+
+def test_any_of_keeps_what_any_branch_keeps_in_the_current_order(frame):
+    # after keep_correct (a0 a1 a3, b0 b1): orm at least 0.8 keeps a1; every step right a0 a3 b0
+    confident = Threshold(score=ScoreRef(scorer="orm"), min=0.8)
+    either = AnyOf(steps=[confident, KeepAllStepsCorrect()])
+    assert run(frame, KeepCorrect(), either) == by_prompt({"a": ["a0", "a1", "a3"], "b": ["b0"]})
+    # after a ranking step the order it set is kept: top 2 by orm are a1 a3 and b1 b0
+    ranked = TopK(score=ScoreRef(scorer="orm"), k=2)
+    assert run(frame, KeepCorrect(), ranked) == by_prompt({"a": ["a1", "a3"], "b": ["b1", "b0"]})
+    either = AnyOf(steps=[Threshold(score=ScoreRef(scorer="orm"), min=0.4), KeepAllStepsCorrect()])
+    assert run(frame, KeepCorrect(), ranked, either) == by_prompt({"a": ["a1", "a3"], "b": ["b0"]})
+    # a threshold or a prompt's best is threshold_or_top_k
+    orm = ScoreRef(scorer="orm")
+    assert (run(frame, AnyOf(steps=[Threshold(score=orm, min=0.45), TopK(score=orm, k=1)]))
+            == run(frame, ThresholdOrTopK(score=orm, min=0.45)))
+    # branches nest; a branch that keeps nothing adds nothing
+    nested = AnyOf(steps=[AnyOf(steps=[confident, Subsample(share=0.0)]), Subsample(share=0.0)])
+    assert run(frame, KeepCorrect(), nested) == by_prompt({"a": ["a1"]})
+
+
+def test_any_of_names_the_branch_whose_scorer_is_absent(frame):
+    step = AnyOf(steps=[KeepCorrect(), Threshold(score=ScoreRef(scorer="judge"), min=0.0)])
+    with pytest.raises(ValueError, match=r"step 0 \(any_of\) branch 1 \(threshold\) needs scorer 'judge'"):
+        run(frame, step)
 
 
 def hashed_share(candidate_id: str, seed: int) -> float:
@@ -362,6 +387,14 @@ def test_policy_hash_ignores_key_order_and_explicit_defaults(tmp_path):
     ({"name": "x", "steps": [{"kind": "threshold_or_top_k", "k": 1}]}, r"missing key 'score' in steps\[0\]"),
     ({"name": "x", "steps": [{"kind": "subsample", "share": 1.5}]},
      r"steps\[0\].share: Input should be less than or equal to 1"),
+    ({"name": "x", "steps": [{"kind": "any_of", "steps": [{"kind": "keep_correct"}]}]},
+     r"steps\[0\].steps: List should have at least 2 items"),
+    ({"name": "x", "steps": [{"kind": "any_of", "steps": [{"kind": "keep_correct"}, {"kind": "prl_weights"}]}]},
+     r"steps\[0\]: prl_weights sets weights, it is not a filter"),
+    ({"name": "x", "steps": [{"kind": "any_of", "steps": [{"kind": "dedup"}, {"kind": "top"}]}]},
+     r"unknown step kind 'top' in steps\[0\].steps\[1\]"),
+    ({"name": "x", "steps": [{"kind": "any_of", "steps": [{"kind": "dedup"}, {"kind": "threshold", "min": 1}]}]},
+     r"missing key 'score' in steps\[0\].steps\[1\]$"),
     ({"name": "x", "steps": [{"kind": "pass_rate_band", "low": 0.6, "high": 0.4}]},
      "need low < high"),
     ({"name": "x", "steps": []}, "steps: List should have at least 1 item"),

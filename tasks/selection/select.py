@@ -26,7 +26,7 @@ import pyarrow.parquet  # noqa: F401  (pa.parquet)
 
 from schemas import table_spec
 from schemas.policy import (
-    BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
+    AnyOf, BestOfN, Dedup, KeepAllStepsCorrect, KeepCorrect, MajorityPseudoLabel, MaxPerPrompt,
     PassRateBand, PrlWeights, PrmMinThreshold, ScoreRef, SelectionPolicy, StepsAbove, Subsample,
     Threshold, ThresholdOrTopK, TopK,
     canonical,
@@ -364,6 +364,15 @@ def _subsample(step: Subsample, ctx: _Context, kept: Kept) -> Kept:
     return _filter(kept, keep)
 
 
+def _any_of(step: AnyOf, ctx: _Context, kept: Kept) -> Kept:
+    where, chosen = ctx.where, set()
+    for index, branch in enumerate(step.steps):
+        ctx.where = f"{where} branch {index} ({branch.kind})"
+        chosen |= {r["candidate_id"] for rows in STEPS[branch.kind](branch, ctx, kept).values() for r in rows}
+    ctx.where = where
+    return _filter(kept, lambda r: r["candidate_id"] in chosen)
+
+
 def _prl_weights(step: PrlWeights, ctx: _Context, kept: Kept) -> Kept:
     ctx.check(step.score)  # weights are set once the final kept set is known
     return kept
@@ -383,6 +392,7 @@ STEPS: dict[str, Callable[[Any, _Context, Kept], Kept]] = {
     "dedup": _dedup,
     "max_per_prompt": _max_per_prompt,
     "subsample": _subsample,
+    "any_of": _any_of,
     "prl_weights": _prl_weights,
 }
 
