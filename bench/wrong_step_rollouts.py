@@ -14,6 +14,9 @@ labelled again with K rollouts per step by the round's policy, through the run's
   - purity AUROC (clean against behind a wrong step) of the lowest label, of the mean label and of
     the confidence, over the labelled candidates;
   - what "every label above 0" keeps of them, and its purity.
+Before the rollouts, beside them: the policy's step consensus, a signal from its samples alone —
+per written equation `lhs=rhs`, the share of the round's samples writing the same `lhs` that wrote
+the same result, a candidate's lowest share (1 without an equation) — and its purity AUROC.
 
 Only the step verifier marks the wrong steps, to measure; nothing is written to the lake.
 
@@ -90,6 +93,28 @@ def label_gap(labelled: list[dict], labels: dict[str, list[float]], truth: dict[
     return gaps
 
 
+def step_consensus(candidates: list[dict], separator: str = "\n") -> dict[str, float]:
+    """Candidate id -> its lowest agreement: over its steps of the form `lhs=rhs` (the final-answer
+    line aside), the share of the candidates' equations with the same `lhs` (spaces removed) that
+    have the same result; 1.0 for a candidate with no equation."""
+    def equations(text: str) -> list[tuple[str, str]]:
+        out = []
+        for line in text.split(separator):
+            if "=" in line and not line.lstrip().startswith("####"):
+                lhs, _, rhs = line.rpartition("=")
+                out.append(("".join(lhs.split()), rhs.strip()))
+        return out
+
+    parsed = {c["candidate_id"]: equations(c["text"]) for c in candidates}
+    votes: dict[str, dict[str, int]] = {}
+    for eqs in parsed.values():
+        for lhs, rhs in eqs:
+            votes.setdefault(lhs, {}).setdefault(rhs, 0)
+            votes[lhs][rhs] += 1
+    return {cid: min((votes[lhs][rhs] / sum(votes[lhs].values()) for lhs, rhs in eqs), default=1.0)
+            for cid, eqs in parsed.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
@@ -114,6 +139,11 @@ def main() -> None:
     print(f"round {args.iteration} of {config.run_id}, policy {policy.model_id}: {len(correct)} answer-correct "
           f"({len(clean)} clean); labelling {len(chosen)} ({scope}; "
           f"{sum(c['candidate_id'] in clean for c in chosen)} clean)", flush=True)
+    consensus = step_consensus(candidates, config.generation.step_separator)
+    pure = [c["candidate_id"] in clean for c in chosen]
+    print(f"purity AUROC of the step consensus over them: "
+          f"{auroc([consensus[c['candidate_id']] for c in chosen], pure):.3f} "
+          f"(the confidence: {auroc([confidence[c['candidate_id']] for c in chosen], pure):.3f})", flush=True)
     entry = next((r for r in config.scoring.reward_models if r.kind == "math_shepherd"), None)
     backend = start_backend(policy.path, config.generation.engine)
     try:

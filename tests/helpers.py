@@ -24,6 +24,22 @@ LINEAR_TIME_BOUND_S = 30.0
 
 # ---------------------------------------------------------------- comparing tables
 
+def load_bench(script: str):  # noqa: ANN201  (a module)
+    """A bench/ script as a module (bench/ is not a package), loaded by path once."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = f"bench_{script}"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "bench" / f"{script}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def row_differences(left: Sequence[dict], right: Sequence[dict], key: Sequence[str],
                     names: tuple[str, str] = ("left", "right")) -> list[str]:
     """Where two tables' rows part, by key: each key only one side has, each column that differs

@@ -1,24 +1,15 @@
 """bench/wrong_step_rollouts.py's comparison: a label at a candidate's first wrong step against the
-same step of its prompt's clean candidates (the README quotes what it prints)."""
+same step of its prompt's clean candidates, and the step consensus (docs/results.md quotes what it prints)."""
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_bench
+
 
 def _bench():
-    """bench/ is not a package: load bench/wrong_step_rollouts.py by path (once)."""
-    name = "bench_wrong_step_rollouts"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "bench" / "wrong_step_rollouts.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """bench/wrong_step_rollouts.py, loaded by path."""
+    return load_bench("wrong_step_rollouts")
 
 
 def test_first_wrong_step_is_the_first_step_the_step_verifier_marks() -> None:
@@ -48,3 +39,12 @@ def test_the_gap_pairs_a_first_wrong_step_with_the_same_step_of_clean_candidates
     labelled = [cand(name[0], name) for name in labels]
     # p: wrong1 at step 1: 0.1 - (0.8 + 0.6) / 2 = -0.6; wrong0 at step 0: 0.2 - 0.4 = -0.2; mean -0.4
     assert _bench().label_gap(labelled, labels, truth) == [pytest.approx(-0.4)]
+
+
+def test_step_consensus_is_each_candidates_least_shared_result() -> None:
+    texts = {"a": "1+2=3\n3*2=6\n#### 6", "b": "1 + 2=3\n3*2=5\n#### 5", "c": "1+2=4\n4*2=8\n#### 8",
+             "d": "#### 6"}
+    candidates = [{"candidate_id": k, "text": v} for k, v in texts.items()]
+    # 1+2: 3 twice, 4 once; 3*2: 6 once, 5 once; 4*2: 8 once
+    assert _bench().step_consensus(candidates) == {
+        "a": pytest.approx(1 / 2), "b": pytest.approx(1 / 2), "c": pytest.approx(1 / 3), "d": 1.0}

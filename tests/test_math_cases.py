@@ -16,6 +16,7 @@ import logging
 
 import pytest
 
+from tests.helpers import load_bench
 from tests.math_cases import CASES, MATH_VERIFY_WRONG, MathCase
 
 math_verify = pytest.importorskip("math_verify")
@@ -88,19 +89,8 @@ def test_known_disagreements_are_few_and_explained() -> None:
 
 
 def _answer_outputs():
-    """bench/ is not a package: load bench/answer_outputs.py by path (once)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "bench_answer_outputs"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "bench" / "answer_outputs.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while it executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """bench/answer_outputs.py, loaded by path."""
+    return load_bench("answer_outputs")
 
 
 def test_bench_answer_outputs_are_deterministic_samples_of_a_few_answers() -> None:
