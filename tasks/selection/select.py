@@ -12,6 +12,8 @@ Step semantics, shared by every step (see schemas/policy.py for the configs):
   (best_of_n, top_k) reorders by score, ties going to the lower sample_index;
 - pass_rate_band and majority_pseudo_label look at all of a prompt's candidates, not just the
   ones that survived earlier steps; prl_weights sets weights over the final kept set.
+- any_of applies each of its steps to the same survivors and keeps the union, in the order the
+  survivors had.
 """
 from __future__ import annotations
 
