@@ -135,6 +135,9 @@ def main() -> None:
     confidence = {c["candidate_id"]: scores["confidence"][c["candidate_id"]][1] for c in correct}
     chosen = correct if args.all else [c for c in correct if confidence[c["candidate_id"]] < args.below]
     clean = {cid for cid, steps in truth.items() if first_wrong_step(steps) is None}
+    if len({c["candidate_id"] in clean for c in chosen}) < 2:
+        raise SystemExit(f"the {len(chosen)} candidates to label are not both clean and behind a wrong step: "
+                         "nothing to tell apart (try another --below, or --all)")
     scope = "every answer-correct candidate" if args.all else f"answer-correct with confidence < {args.below}"
     print(f"round {args.iteration} of {config.run_id}, policy {policy.model_id}: {len(correct)} answer-correct "
           f"({len(clean)} clean); labelling {len(chosen)} ({scope}; "
@@ -163,10 +166,14 @@ def main() -> None:
             labelled = [c for c in chosen if c["candidate_id"] in labels]
             pure = [c["candidate_id"] in clean for c in labelled]
             gaps = label_gap(labelled, labels, truth)
-            low, high = bootstrap_ci(gaps, n_boot=10000, seed=0)
             print(f"\n{k} rollouts a step: {scorer.rollouts} rollouts in {seconds:.0f} s; {len(labelled)} labelled")
-            print(f"  label at the first wrong step − the clean candidates' at that step: "
-                  f"{statistics.fmean(gaps):+.3f} [{low:+.3f}, {high:+.3f}] ({len(gaps)} prompts)")
+            if gaps:
+                low, high = bootstrap_ci(gaps, n_boot=10000, seed=0)
+                print(f"  label at the first wrong step − the clean candidates' at that step: "
+                      f"{statistics.fmean(gaps):+.3f} [{low:+.3f}, {high:+.3f}] ({len(gaps)} prompts)")
+            else:
+                print("  label at the first wrong step: no prompt has both a clean candidate and one behind a "
+                      "rolled-out wrong step")
             for name, numbers in (("lowest label", [min(labels[c["candidate_id"]]) for c in labelled]),
                                   ("mean label", [statistics.fmean(labels[c["candidate_id"]]) for c in labelled]),
                                   ("confidence", [confidence[c["candidate_id"]] for c in labelled])):

@@ -22,7 +22,7 @@ from tasks.lake.store import Lake
 LINEAR_TIME_BOUND_S = 30.0
 
 
-# ---------------------------------------------------------------- comparing tables
+# ---------------------------------------------------------------- bench scripts
 
 def load_bench(script: str):  # noqa: ANN201  (a module)
     """A bench/ script as a module (bench/ is not a package), loaded by path once."""
@@ -39,6 +39,8 @@ def load_bench(script: str):  # noqa: ANN201  (a module)
         spec.loader.exec_module(module)
     return sys.modules[name]
 
+
+# ---------------------------------------------------------------- comparing tables
 
 def row_differences(left: Sequence[dict], right: Sequence[dict], key: Sequence[str],
                     names: tuple[str, str] = ("left", "right")) -> list[str]:

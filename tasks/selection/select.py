@@ -252,10 +252,14 @@ def _threshold(step: Threshold, ctx: _Context, kept: Kept) -> Kept:
     return _at_least(ctx, kept, step.score, step.min)
 
 
-def _threshold_or_top_k(step: ThresholdOrTopK, ctx: _Context, kept: Kept) -> Kept:
-    either = (_at_least(ctx, kept, step.score, step.min), _rank(kept, ctx, step.score, step.k))
-    chosen = {r["candidate_id"] for part in either for rows in part.values() for r in rows}
+def _union(kept: Kept, parts: Sequence[Kept]) -> Kept:
+    """The candidates of `kept` that any of `parts` holds, in `kept`'s order."""
+    chosen = {r["candidate_id"] for part in parts for rows in part.values() for r in rows}
     return _filter(kept, lambda r: r["candidate_id"] in chosen)
+
+
+def _threshold_or_top_k(step: ThresholdOrTopK, ctx: _Context, kept: Kept) -> Kept:
+    return _union(kept, [_at_least(ctx, kept, step.score, step.min), _rank(kept, ctx, step.score, step.k)])
 
 
 def _prm_min_threshold(step: PrmMinThreshold, ctx: _Context, kept: Kept) -> Kept:
@@ -367,12 +371,12 @@ def _subsample(step: Subsample, ctx: _Context, kept: Kept) -> Kept:
 
 
 def _any_of(step: AnyOf, ctx: _Context, kept: Kept) -> Kept:
-    where, chosen = ctx.where, set()
+    where, parts = ctx.where, []
     for index, branch in enumerate(step.steps):
         ctx.where = f"{where} branch {index} ({branch.kind})"
-        chosen |= {r["candidate_id"] for rows in STEPS[branch.kind](branch, ctx, kept).values() for r in rows}
+        parts.append(STEPS[branch.kind](branch, ctx, kept))
     ctx.where = where
-    return _filter(kept, lambda r: r["candidate_id"] in chosen)
+    return _union(kept, parts)
 
 
 def _prl_weights(step: PrlWeights, ctx: _Context, kept: Kept) -> Kept:
